@@ -1,0 +1,128 @@
+"""VMS: the Litestar application, assembled in one readable place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import ResponseHeader, State
+from litestar.di import Provide
+from litestar.logging.config import StructLoggingConfig
+from litestar.middleware.logging import LoggingMiddlewareConfig
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+from litestar.static_files import create_static_files_router
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.bootstrap import (
+    create_channels,
+    create_runtime,
+    create_stores,
+    ensure_configured_admin,
+    run_migrations,
+)
+from app.cli import UsersCLIPlugin
+from app.config import Settings, get_settings
+from app.db import create_alchemy_config, create_engine
+from app.domain.auth.controller import AuthController
+from app.domain.realtime.connections import ConnectionRegistry
+from app.domain.realtime.controller import user_events, vm_events
+from app.domain.users.controller import UserController
+from app.domain.vms.controller import VMController
+from app.errors import exception_handlers
+from app.health import health
+from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
+from app.runtime import RUNTIME_STATE_KEY, provide_runtime
+from app.security import client_address
+
+__version__ = "0.1.0"
+
+# The docs page runs Scalar from /docs/assets; everything else is JSON, so nothing else needs more.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = [
+    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+    ResponseHeader(name="X-Frame-Options", value="DENY"),
+    ResponseHeader(name="Referrer-Policy", value="no-referrer"),
+    ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
+]
+PUBLIC_PATHS = ["^/login$", "^/health$", "^/docs"]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    engine = create_engine(settings)
+    alchemy = create_alchemy_config(settings, engine)
+    session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    channels = create_channels(settings)
+    runtime, jwt_auth = create_runtime(settings, channels, session_maker, exclude=PUBLIC_PATHS)
+    connections = ConnectionRegistry(channels, session_maker)
+
+    async def on_startup(app: Litestar) -> None:
+        await anyio.to_thread.run_sync(run_migrations, settings, engine)
+        await ensure_configured_admin(runtime, session_maker)
+        await connections.start()
+
+    async def on_shutdown(app: Litestar) -> None:
+        await connections.stop()
+        runtime.hasher.close()
+
+    login_rate_limit = RateLimitConfig(
+        rate_limit=("minute", settings.login_rate_limit),
+        check_throttle_handler=lambda request: request.url.path == "/login",
+        identifier_for_request=client_address,
+        store="rate_limit",
+    )
+    logging = StructlogPlugin(
+        config=StructlogConfig(
+            structlog_logging_config=StructLoggingConfig(
+                log_exceptions="debug" if settings.debug else "never"
+            ),
+            # Method, path and status only: bodies hold passwords and query strings may hold tokens.
+            middleware_logging_config=LoggingMiddlewareConfig(
+                request_log_fields=["method", "path"], response_log_fields=["status_code"]
+            ),
+            enable_middleware_logging=True,
+        )
+    )
+    docs_assets = create_static_files_router(
+        path=SCALAR_ASSETS_PATH,
+        directories=[Path(SCALAR_ASSETS_DIR)],
+        opt={"exclude_from_auth": True},
+        include_in_schema=False,
+    )
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            UserController,
+            VMController,
+            vm_events,
+            user_events,
+            health,
+            docs_assets,
+        ],
+        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
+        state=State({RUNTIME_STATE_KEY: runtime, "ws_connections": connections}),
+        plugins=[SQLAlchemyPlugin(config=alchemy), channels, logging, UsersCLIPlugin()],
+        middleware=[login_rate_limit.middleware, jwt_auth.middleware],
+        stores=create_stores(settings),
+        openapi_config=create_openapi_config(
+            use_cdn=settings.docs_cdn, version=__version__, components=[jwt_auth.openapi_components]
+        ),
+        security=[jwt_auth.security_requirement],
+        exception_handlers=exception_handlers,
+        response_headers=SECURITY_HEADERS,
+        cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
+        request_max_body_size=settings.max_body_bytes,
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        debug=settings.debug,
+    )
+
+
+__all__ = ["create_app"]

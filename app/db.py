@@ -1,0 +1,118 @@
+"""Database engine, sessions and the write path.
+
+SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection. It allows one
+writer at a time, so every write in this process goes through :func:`write_transaction`, which holds an
+asyncio lock for the whole transaction on SQLite: writers queue in the event loop instead of failing with
+"database is locked", and a check-then-write (such as "is this the last administrator?") cannot interleave
+with another writer. On PostgreSQL the lock is held only around commit and publish, which keeps events in
+commit order within a process while transactions run concurrently (row locks do the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session, create_async_engine
+
+from app.config import PROJECT_ROOT, Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = PROJECT_ROOT / "app" / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        path = settings.sqlite_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:
+    return SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        # Objects stay usable after commit so a handler can build its response without a reload.
+        session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_DIR),
+            version_table_name="alembic_version",
+        ),
+        # Our own exception handlers map repository errors (see app/errors.py).
+        set_default_exception_handler=False,
+    )
+
+
+class WriteGate:
+    """Orders the writes of this process; see the module docstring."""
+
+    def __init__(self, *, serialize_transactions: bool) -> None:
+        self.serialize_transactions = serialize_transactions
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(
+        self, session: AsyncSession | async_scoped_session[AsyncSession]
+    ) -> AsyncIterator[list[Callable[[], None]]]:
+        """Run the body as one transaction, commit it, then run the after-commit callbacks it queued.
+
+        The callbacks publish events: a body that raises rolls back and publishes nothing.
+        """
+        after_commit: list[Callable[[], None]] = []
+        whole = self.serialize_transactions
+        if whole:
+            await self._lock.acquire()
+        try:
+            try:
+                yield after_commit
+            except BaseException:
+                await session.rollback()
+                raise
+            if whole:
+                await self._commit(session, after_commit)
+            else:
+                async with self._lock:
+                    await self._commit(session, after_commit)
+        finally:
+            if whole:
+                self._lock.release()
+
+    @staticmethod
+    async def _commit(
+        session: AsyncSession | async_scoped_session[AsyncSession], after_commit: list[Callable[[], None]]
+    ) -> None:
+        try:
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        for callback in after_commit:
+            callback()

@@ -1,0 +1,103 @@
+"""Sign in and out. ``/login`` takes JSON or the OAuth2 password form (the docs page's Authorize button)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.security.jwt import Token
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.auth.schemas import LoginRequest, OAuth2PasswordForm, TokenResponse
+from app.domain.users.models import User
+from app.domain.users.services import UserService
+from app.openapi import responses_for
+from app.runtime import Runtime
+from app.security import REVOKED_TOKENS_STORE, requires_user, revoke_token
+
+INVALID_CREDENTIALS = "Incorrect email or password"
+FORM_TYPES = (RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value)
+
+
+class LoginOperation(Operation):
+    """Documents the two body encodings ``/login`` accepts (Litestar infers only one from a signature)."""
+
+    def __post_init__(self) -> None:
+        json_schema = Schema(
+            type="object",  # type: ignore[arg-type]
+            required=["email", "password"],
+            properties={"email": Schema(type="string", max_length=254), "password": Schema(type="string")},  # type: ignore[arg-type]
+        )
+        form_schema = Schema(
+            type="object",  # type: ignore[arg-type]
+            required=["username", "password"],
+            properties={
+                "username": Schema(type="string", max_length=254, description="The email."),  # type: ignore[arg-type]
+                "password": Schema(type="string"),  # type: ignore[arg-type]
+                "grant_type": Schema(type="string", const="password"),  # type: ignore[arg-type]
+            },
+        )
+        example = {"email": "admin@example.com", "password": "correct horse battery"}
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=json_schema, examples={"login": Example(value=example)}
+                ),
+                RequestEncodingType.URL_ENCODED.value: OpenAPIMediaType(schema=form_schema),
+            },
+        )
+
+
+async def _read_credentials(request: Request[Any, Any, Any]) -> tuple[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type in FORM_TYPES:
+            form = await request.form()
+            data = msgspec.convert(dict(form.items()), OAuth2PasswordForm, strict=False)
+            return data.username, data.password
+        login = msgspec.json.decode(await request.body(), type=LoginRequest)
+        return login.email, login.password
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ValidationException(f"Invalid login body: {exc}") from exc
+
+
+class AuthController(Controller):
+    tags = ["auth"]  # noqa: RUF012
+
+    @post(
+        "/login",
+        exclude_from_auth=True,
+        security=[{}],
+        summary="Sign in: get a bearer token",
+        operation_class=LoginOperation,
+        status_code=200,
+        responses=responses_for(400, 401, 429),
+    )
+    async def login(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, runtime: Runtime
+    ) -> TokenResponse:
+        email, password = await _read_credentials(request)
+        users = UserService(session=db_session, runtime=runtime)
+        user = await users.authenticate(email, password)
+        if user is None:
+            raise NotAuthorizedException(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+        return TokenResponse(
+            access_token=runtime.tokens.issue(user),
+            token_type="bearer",  # noqa: S106  (the OAuth2 token type, not a secret)
+            expires_in=int(runtime.tokens.ttl.total_seconds()),
+        )
+
+    @post(
+        "/logout",
+        guards=[requires_user],
+        status_code=204,
+        summary="Revoke the token used for this request",
+        responses=responses_for(401),
+    )
+    async def logout(self, request: Request[User, Token, Any]) -> None:
+        await revoke_token(request.app.stores.get(REVOKED_TOKENS_STORE), request.auth)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+
+class LoginRequest(Struct, kw_only=True):
+    email: Annotated[str, Meta(min_length=1, max_length=254, examples=["admin@example.com"])]
+    password: Annotated[str, Meta(min_length=1, max_length=1024, examples=["correct horse battery"])]
+
+
+class OAuth2PasswordForm(Struct, kw_only=True):
+    """The OAuth2 password grant form (``username`` is the email)."""
+
+    username: Annotated[str, Meta(min_length=1, max_length=254)]
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    grant_type: Literal["password"] | None = None
+    scope: Annotated[str, Meta(max_length=1024)] | None = None
+    client_id: Annotated[str, Meta(max_length=1024)] | None = None
+    client_secret: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class TokenResponse(Struct, kw_only=True):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: Annotated[int, Meta(description="Seconds until the token expires.")]

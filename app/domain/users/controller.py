@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
+from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
+from litestar.di import Provide
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.users.models import ROLE_ADMIN, User
+from app.domain.users.schemas import Role, UserCreate, UserRead, UserUpdate
+from app.domain.users.services import UserService, to_read
+from app.openapi import responses_for
+from app.pagination import (
+    ResourceId,
+    SortOrder,
+    order_filters,
+    page_response,
+    provide_limit_offset,
+    total_count_header,
+)
+from app.runtime import Runtime
+from app.security import AUTH_OPTIONAL, requires_admin, requires_user
+
+UserSort = Literal["id", "name", "email", "rol", "created_at", "updated_at"]
+
+
+async def provide_user_service(db_session: AsyncSession, runtime: Runtime) -> UserService:
+    return UserService(session=db_session, runtime=runtime)
+
+
+def _ensure_self_or_admin(caller: User, user_id: int) -> None:
+    if caller.id != user_id and not caller.is_admin:
+        raise PermissionDeniedException("You may only access your own account")
+
+
+class UserController(Controller):
+    path = "/users"
+    tags = ["users"]  # noqa: RUF012
+    dependencies = {"users": Provide(provide_user_service)}  # noqa: RUF012
+
+    @get(
+        ["/", ""],
+        guards=[requires_admin],
+        summary="List users (administrador)",
+        dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},
+        response_headers=[total_count_header],
+        responses=responses_for(401, 403),
+    )
+    async def list_users(
+        self,
+        users: UserService,
+        page: LimitOffset,
+        rol: Annotated[Role | None, Parameter(description="Only users with this role.")] = None,
+        q: Annotated[
+            str | None, Parameter(max_length=100, description="Search in name and email (case-insensitive).")
+        ] = None,
+        sort: Annotated[UserSort, Parameter(description="Sort field.")] = "id",
+        order: Annotated[SortOrder, Parameter(description="Sort direction.")] = "asc",
+    ) -> Response[list[UserRead]]:
+        filters: list[StatementFilter] = [page, *order_filters(sort, order)]
+        if q:
+            filters.append(SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True))
+        extra: dict[str, Any] = {"rol": rol} if rol else {}
+        items, total = await users.list_and_count(*filters, **extra)
+        return page_response([to_read(user) for user in items], total)
+
+    @get("/me", guards=[requires_user], summary="The caller's own account", responses=responses_for(401))
+    async def me(self, request: Request[User, Any, Any]) -> UserRead:
+        return to_read(request.user)
+
+    @get(
+        "/{user_id:int}",
+        guards=[requires_user],
+        summary="Get a user (administrador, or the user itself)",
+        responses=responses_for(401, 403, 404),
+    )
+    async def get_user(
+        self, request: Request[User, Any, Any], users: UserService, user_id: ResourceId
+    ) -> UserRead:
+        _ensure_self_or_admin(request.user, user_id)
+        user = await users.get_one_or_none(id=user_id)
+        if user is None:
+            raise NotFoundException(f"User {user_id} not found")
+        return to_read(user)
+
+    @post(
+        ["/", ""],
+        opt={AUTH_OPTIONAL: True},
+        summary="Create a user (administrador: any role; anyone: sign up as cliente)",
+        responses=responses_for(401, 403, 409),
+    )
+    async def create_user(
+        self, request: Request[User | None, Any, Any], users: UserService, runtime: Runtime, data: UserCreate
+    ) -> UserRead:
+        caller = request.user
+        is_admin = caller is not None and caller.is_admin
+        if not is_admin:
+            if data.rol == ROLE_ADMIN:
+                raise PermissionDeniedException("Only an administrador can create an administrador")
+            if not runtime.settings.allow_signup:
+                raise PermissionDeniedException("Sign-up is disabled; ask an administrador")
+        return to_read(await users.create_user(data, actor=caller))
+
+    @route(
+        "/{user_id:int}",
+        http_method=[HttpMethod.PUT, HttpMethod.PATCH],
+        guards=[requires_user],
+        summary="Update a user (partial; administrador: any field; the user itself: name, email, password)",
+        description="Changing your own password requires `current_password`. Changing a password or a role "
+        "retires every token issued before.",
+        responses=responses_for(401, 403, 404, 409),
+    )
+    async def update_user(
+        self, request: Request[User, Any, Any], users: UserService, user_id: ResourceId, data: UserUpdate
+    ) -> UserRead:
+        _ensure_self_or_admin(request.user, user_id)
+        return to_read(await users.update_user(user_id, data, actor=request.user))
+
+    @delete(
+        "/{user_id:int}",
+        guards=[requires_admin],
+        summary="Delete a user (administrador)",
+        responses=responses_for(401, 403, 404, 409),
+    )
+    async def delete_user(
+        self, request: Request[User, Any, Any], users: UserService, user_id: ResourceId
+    ) -> None:
+        await users.delete_user(user_id, actor=request.user)

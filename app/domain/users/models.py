@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from advanced_alchemy.base import BigIntAuditBase
+from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+ROLE_ADMIN = "administrador"
+ROLE_CLIENT = "cliente"
+
+
+class User(BigIntAuditBase):
+    __tablename__ = "user_account"
+    __table_args__ = (CheckConstraint(f"rol IN ('{ROLE_ADMIN}', '{ROLE_CLIENT}')", name="rol"),)
+
+    name: Mapped[str] = mapped_column(String(100))
+    # Stored lower-cased; the unique constraint makes the case-insensitive rule race-safe.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(100))
+    rol: Mapped[str] = mapped_column(String(20), index=True)
+    # Bumped whenever earlier tokens must stop working (password or role change); tokens carry it.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.rol == ROLE_ADMIN

@@ -1,0 +1,75 @@
+"""Wire shapes for users. Read structs have no password field, so a hash cannot leak through them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Role = Literal["administrador", "cliente"]
+Name = Annotated[str, Meta(min_length=1, max_length=100, examples=["Ada Lovelace"])]
+# Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is not our business.
+Email = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        examples=["ada@example.com"],
+        description="Unique, compared case-insensitively; stored lower-cased.",
+    ),
+]
+Password = Annotated[
+    str,
+    Meta(min_length=8, max_length=72, examples=["correct horse battery"], description="8 to 72 UTF-8 bytes."),
+]
+MAX_PASSWORD_BYTES = 72
+
+
+def check_password_bytes(field: str, password: str | UnsetType | None) -> None:
+    # bcrypt only reads 72 bytes; a longer password would be silently truncated, so it is refused.
+    if isinstance(password, str) and len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"`{field}`: must be at most {MAX_PASSWORD_BYTES} UTF-8 bytes")
+
+
+class UserCreate(Struct, kw_only=True):
+    name: Name
+    email: Email
+    password: Password
+    rol: Role = "cliente"
+
+    def __post_init__(self) -> None:
+        check_password_bytes("password", self.password)
+        self.email = self.email.lower()
+
+
+class UserUpdate(Struct, kw_only=True, omit_defaults=True):
+    name: Name | UnsetType = UNSET
+    email: Email | UnsetType = UNSET
+    password: Password | UnsetType = UNSET
+    current_password: Annotated[str, Meta(max_length=72)] | UnsetType = msgspec.field(default=UNSET)
+    rol: Role | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        check_password_bytes("password", self.password)
+        if isinstance(self.email, str):
+            self.email = self.email.lower()
+
+    def changes(self) -> dict[str, object]:
+        """The fields the client sent, minus the ones that are not columns."""
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not UNSET and name not in {"password", "current_password"}
+        }
+
+
+class UserRead(Struct, kw_only=True):
+    id: int
+    name: str
+    email: str
+    rol: Role
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,133 @@
+"""User accounts: the rules about who may become what, on top of Advanced Alchemy's repository service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
+from litestar.status_codes import HTTP_409_CONFLICT
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, User
+from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
+from app.runtime import Runtime
+
+
+class ConflictException(ClientException):
+    status_code = HTTP_409_CONFLICT
+
+
+EMAIL_TAKEN = "A user with this email already exists"
+LAST_ADMIN = "The last administrador cannot be demoted or deleted"
+
+
+def to_read(user: User) -> UserRead:
+    return msgspec.convert(user, UserRead, from_attributes=True)
+
+
+class UserRepository(SQLAlchemyAsyncRepository[User]):
+    model_type = User
+
+
+class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
+    repository_type = UserRepository
+
+    def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(session=session, **kwargs)
+        self.runtime = runtime
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self.repository.get_one_or_none(email=email.lower())
+
+    async def authenticate(self, email: str, password: str) -> User | None:
+        """The user for these credentials, or None; the same bcrypt work either way."""
+        user = await self.get_by_email(email) if len(email) <= 254 else None
+        ok = await self.runtime.hasher.verify(password, user.password_hash if user else None)
+        return user if ok else None
+
+    async def create_user(self, data: UserCreate, actor: User | None) -> User:
+        password_hash = await self.runtime.hasher.hash(data.password)
+        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+            try:
+                user = await self.repository.add(
+                    User(name=data.name, email=data.email, rol=data.rol, password_hash=password_hash)
+                )
+            except (DuplicateKeyError, IntegrityError) as exc:
+                raise ConflictException(EMAIL_TAKEN) from exc
+            after_commit.append(
+                self.runtime.events.user_event("user_created", to_read(user), actor.id if actor else None)
+            )
+        return user
+
+    async def update_user(self, user_id: int, data: UserUpdate, actor: User) -> User:
+        changes = data.changes()
+        if "rol" in changes and not actor.is_admin:
+            raise PermissionDeniedException("Only an administrador can change a role")
+        new_hash: str | None = None
+        if isinstance(data.password, str):
+            if actor.id == user_id:
+                # Someone holding a stolen token must not be able to lock the owner out.
+                current = data.current_password if isinstance(data.current_password, str) else ""
+                if not await self.runtime.hasher.verify(current, actor.password_hash):
+                    raise PermissionDeniedException("`current_password` is missing or wrong")
+            new_hash = await self.runtime.hasher.hash(data.password)
+        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+            user = await self._get_for_update(user_id)
+            demoting = changes.get("rol") == ROLE_CLIENT and user.rol == ROLE_ADMIN
+            if demoting:
+                await self._ensure_another_admin(user.id)
+            role_changed = "rol" in changes and changes["rol"] != user.rol
+            for field, value in changes.items():
+                setattr(user, field, value)
+            if new_hash is not None:
+                user.password_hash = new_hash
+            if new_hash is not None or role_changed:
+                # Tokens carry the version they were issued under; bumping it retires them all.
+                user.token_version += 1
+            try:
+                await self.repository.session.flush()
+            except SAIntegrityError as exc:
+                raise ConflictException(EMAIL_TAKEN) from exc
+            await self.repository.session.refresh(user)
+            after_commit.append(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
+        return user
+
+    async def delete_user(self, user_id: int, actor: User) -> None:
+        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+            user = await self._get_for_update(user_id)
+            if user.rol == ROLE_ADMIN:
+                await self._ensure_another_admin(user.id)
+            snapshot = to_read(user)
+            await self.repository.session.delete(user)
+            await self.repository.session.flush()
+            after_commit.append(self.runtime.events.user_event("user_deleted", snapshot, actor.id))
+
+    async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:
+        """Create this administrador unless one already exists (start-up bootstrap)."""
+        session = self.repository.session
+        existing = await session.scalar(select(func.count()).select_from(User).where(User.rol == ROLE_ADMIN))
+        if existing:
+            return None
+        data = UserCreate(name=name, email=email, password=password, rol="administrador")
+        return await self.create_user(data, actor=None)
+
+    async def _get_for_update(self, user_id: int) -> User:
+        user = await self.repository.session.scalar(select(User).where(User.id == user_id).with_for_update())
+        if user is None:
+            raise NotFoundException(f"User {user_id} not found")
+        return user
+
+    async def _ensure_another_admin(self, user_id: int) -> None:
+        # FOR UPDATE on every admin row serialises concurrent demotions on PostgreSQL; on SQLite the write
+        # gate already runs one write transaction at a time.
+        others = await self.repository.session.scalars(
+            select(User.id).where(User.rol == ROLE_ADMIN, User.id != user_id).with_for_update()
+        )
+        if not others.first():
+            raise ConflictException(LAST_ADMIN)

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
+from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
+from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.users.models import User
+from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMStatus, VMUpdate
+from app.domain.vms.services import VMService, etag_of, to_read
+from app.openapi import responses_for
+from app.pagination import (
+    ResourceId,
+    SortOrder,
+    order_filters,
+    page_response,
+    provide_limit_offset,
+    total_count_header,
+)
+from app.runtime import Runtime
+from app.security import requires_admin, requires_user
+
+VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
+
+etag_header = ResponseHeader(
+    name="ETag", description="Version of the VM; send it back in If-Match.", documentation_only=True
+)
+IfMatch = Annotated[
+    str | None,
+    Parameter(header="If-Match", max_length=1000, description="Only update if the VM still has this ETag."),
+]
+
+
+async def provide_vm_service(db_session: AsyncSession, runtime: Runtime) -> VMService:
+    return VMService(session=db_session, runtime=runtime)
+
+
+def with_etag(vm: Any, status_code: int = 200) -> Response[VMRead]:
+    return Response(content=to_read(vm), headers={"ETag": etag_of(vm)}, status_code=status_code)
+
+
+class VMController(Controller):
+    path = "/vms"
+    tags = ["vms"]  # noqa: RUF012
+    dependencies = {"vms": Provide(provide_vm_service)}  # noqa: RUF012
+
+    @get(
+        ["/", ""],
+        guards=[requires_user],
+        summary="List VMs",
+        dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},
+        response_headers=[total_count_header],
+        responses=responses_for(401),
+    )
+    async def list_vms(
+        self,
+        vms: VMService,
+        page: LimitOffset,
+        status: Annotated[VMStatus | None, Parameter(description="Only VMs in this status.")] = None,
+        os: Annotated[OSName | None, Parameter(description="Only VMs with exactly this OS.")] = None,
+        q: Annotated[
+            str | None, Parameter(max_length=100, description="Search in the name (case-insensitive).")
+        ] = None,
+        sort: Annotated[VMSort, Parameter(description="Sort field.")] = "id",
+        order: Annotated[SortOrder, Parameter(description="Sort direction.")] = "asc",
+    ) -> Response[list[VMRead]]:
+        filters: list[StatementFilter] = [page, *order_filters(sort, order)]
+        if q:
+            filters.append(SearchFilter(field_name="name", value=q, ignore_case=True))
+        extra: dict[str, Any] = {}
+        if status:
+            extra["status"] = status
+        if os:
+            extra["os"] = os
+        items, total = await vms.list_and_count(*filters, **extra)
+        return page_response([to_read(vm) for vm in items], total)
+
+    @get(
+        "/{vm_id:int}",
+        guards=[requires_user],
+        summary="Get a VM",
+        response_headers=[etag_header],
+        responses=responses_for(401, 404),
+    )
+    async def get_vm(self, vms: VMService, vm_id: ResourceId) -> Response[VMRead]:
+        vm = await vms.get_one_or_none(id=vm_id)
+        if vm is None:
+            raise NotFoundException(f"VM {vm_id} not found")
+        return with_etag(vm)
+
+    @post(
+        ["/", ""],
+        guards=[requires_admin],
+        summary="Create a VM (administrador)",
+        response_headers=[etag_header],
+        responses=responses_for(401, 403),
+    )
+    async def create_vm(
+        self, request: Request[User, Any, Any], vms: VMService, data: VMCreate
+    ) -> Response[VMRead]:
+        return with_etag(await vms.create_vm(data, actor=request.user), status_code=201)
+
+    @route(
+        "/{vm_id:int}",
+        http_method=[HttpMethod.PUT, HttpMethod.PATCH],
+        guards=[requires_admin],
+        summary="Update a VM (administrador; partial, honours If-Match)",
+        response_headers=[etag_header],
+        responses=responses_for(401, 403, 404, 412),
+    )
+    async def update_vm(
+        self,
+        request: Request[User, Any, Any],
+        vms: VMService,
+        vm_id: ResourceId,
+        data: VMUpdate,
+        if_match: IfMatch = None,
+    ) -> Response[VMRead]:
+        return with_etag(await vms.update_vm(vm_id, data, actor=request.user, if_match=if_match))
+
+    @delete(
+        "/{vm_id:int}",
+        guards=[requires_admin],
+        summary="Delete a VM (administrador)",
+        responses=responses_for(401, 403, 404),
+    )
+    async def delete_vm(self, request: Request[User, Any, Any], vms: VMService, vm_id: ResourceId) -> None:
+        await vms.delete_vm(vm_id, actor=request.user)

@@ -1,0 +1,48 @@
+"""Wire shapes for virtual machines, with the bounds every input must respect."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+VMStatus = Literal["provisioning", "running", "stopped", "paused", "error"]
+VMName = Annotated[str, Meta(min_length=1, max_length=100, examples=["web-01"])]
+OSName = Annotated[str, Meta(min_length=1, max_length=100, examples=["Debian 12"])]
+Cores = Annotated[int, Meta(ge=1, le=1024, examples=[4])]
+RamMB = Annotated[int, Meta(ge=1, le=16_777_216, description="RAM in MB", examples=[8192])]
+DiskGB = Annotated[int, Meta(ge=1, le=1_048_576, description="Disk in GB", examples=[100])]
+
+
+class VMCreate(Struct, kw_only=True):
+    name: VMName
+    cores: Cores
+    ram: RamMB
+    disk: DiskGB
+    os: OSName
+    status: VMStatus = "provisioning"
+
+
+class VMUpdate(Struct, kw_only=True, omit_defaults=True):
+    name: VMName | UnsetType = UNSET
+    cores: Cores | UnsetType = UNSET
+    ram: RamMB | UnsetType = UNSET
+    disk: DiskGB | UnsetType = UNSET
+    os: OSName | UnsetType = UNSET
+    status: VMStatus | UnsetType = UNSET
+
+    def changes(self) -> dict[str, object]:
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
+
+
+class VMRead(Struct, kw_only=True):
+    id: int
+    name: str
+    cores: int
+    ram: int
+    disk: int
+    os: str
+    status: VMStatus
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,87 @@
+"""The VM inventory on Advanced Alchemy's repository service; every change is published after commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.status_codes import HTTP_412_PRECONDITION_FAILED
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.domain.users.models import User
+from app.domain.vms.models import VirtualMachine
+from app.domain.vms.schemas import VMCreate, VMRead, VMUpdate
+from app.runtime import Runtime
+
+
+class PreconditionFailedException(ClientException):
+    status_code = HTTP_412_PRECONDITION_FAILED
+
+
+def to_read(vm: VirtualMachine) -> VMRead:
+    return msgspec.convert(vm, VMRead, from_attributes=True)
+
+
+def etag_of(vm: VirtualMachine) -> str:
+    return f'"{vm.id}-{vm.version}"'
+
+
+def if_match_allows(if_match: str | None, vm: VirtualMachine) -> bool:
+    if if_match is None:
+        return True
+    candidates = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    return "*" in candidates or etag_of(vm) in candidates
+
+
+class VMRepository(SQLAlchemyAsyncRepository[VirtualMachine]):
+    model_type = VirtualMachine
+
+
+class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
+    repository_type = VMRepository
+
+    def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(session=session, **kwargs)
+        self.runtime = runtime
+
+    async def create_vm(self, data: VMCreate, actor: User) -> VirtualMachine:
+        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+            vm = await self.repository.add(VirtualMachine(**msgspec.structs.asdict(data)))
+            after_commit.append(self.runtime.events.vm_event("vm_created", to_read(vm), actor.id))
+        return vm
+
+    async def update_vm(
+        self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None
+    ) -> VirtualMachine:
+        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+            vm = await self._get(vm_id)
+            if not if_match_allows(if_match, vm):
+                raise PreconditionFailedException(f"VM {vm_id} has changed: its ETag is {etag_of(vm)}")
+            for field, value in data.changes().items():
+                setattr(vm, field, value)
+            try:
+                await self.repository.session.flush()
+            except StaleDataError as exc:
+                # Another transaction updated the row between our read and our write (PostgreSQL).
+                raise PreconditionFailedException(f"VM {vm_id} was changed concurrently; retry") from exc
+            after_commit.append(self.runtime.events.vm_event("vm_updated", to_read(vm), actor.id))
+        return vm
+
+    async def delete_vm(self, vm_id: int, actor: User) -> None:
+        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+            vm = await self._get(vm_id)
+            snapshot = to_read(vm)
+            await self.repository.session.delete(vm)
+            await self.repository.session.flush()
+            after_commit.append(self.runtime.events.vm_event("vm_deleted", snapshot, actor.id))
+
+    async def _get(self, vm_id: int) -> VirtualMachine:
+        vm = await self.repository.session.scalar(select(VirtualMachine).where(VirtualMachine.id == vm_id))
+        if vm is None:
+            raise NotFoundException(f"VM {vm_id} not found")
+        return vm

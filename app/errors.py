@@ -1,0 +1,103 @@
+"""One error shape everywhere (Litestar's ``{status_code, detail, extra}``), and no internals in it.
+
+Validation messages name the offending field in ``detail``; repository and database errors become 404 or
+409; anything unexpected becomes a bare 500 whose details only reach the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError, NotFoundError, RepositoryError
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+log = structlog.get_logger("vms.errors")
+
+
+def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return body
+
+
+def _response(
+    status_code: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
+    return Response(
+        content=_body(status_code, detail, extra),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _field_of(item: dict[str, Any]) -> str | None:
+    key = item.get("key")
+    if key:
+        return str(key)
+    # msgspec reports the path inside the message: "Expected `int`, got `str` - at `$.cores`"
+    message = str(item.get("message", ""))
+    if "- at `$." in message:
+        return message.rsplit("- at `$.", 1)[1].rstrip("`")
+    if message.startswith("`") and "`:" in message:
+        return message[1 : message.index("`:")]
+    return None
+
+
+def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for item in extra:
+        if isinstance(item, dict):
+            field = _field_of(item)
+            message = str(item.get("message", "invalid value"))
+            parts.append(f"{field}: {message}" if field and field not in message else message)
+    detail = "Invalid request: " + "; ".join(parts) if parts else (exc.detail or "Invalid request")
+    return _response(exc.status_code, detail, extra or None)
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    headers = dict(exc.headers or {})
+    if isinstance(exc, TooManyRequestsException) or exc.status_code == HTTP_429_TOO_MANY_REQUESTS:
+        # RFC 9110: tell the client when to come back. Litestar's limiter gives the reset time.
+        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
+    if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
+        return _response(exc.status_code, "Internal server error" if exc.status_code == 500 else exc.detail)
+    return _response(exc.status_code, exc.detail, exc.extra or None, headers or None)
+
+
+def repository_handler(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
+    if isinstance(exc, NotFoundError):
+        return _response(HTTP_404_NOT_FOUND, "Not found")
+    if isinstance(exc, DuplicateKeyError | ForeignKeyError):
+        return _response(HTTP_409_CONFLICT, "Conflicts with an existing record")
+    return internal_error_handler(request, exc)
+
+
+def integrity_handler(_: Request[Any, Any, Any], exc: SAIntegrityError) -> Response[Any]:
+    return _response(HTTP_409_CONFLICT, "Conflicts with an existing record")
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unhandled error", path=request.url.path, method=request.method, exc_info=exc)
+    return _response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
+
+
+exception_handlers: ExceptionHandlersMap = {
+    ValidationException: validation_handler,
+    HTTPException: http_exception_handler,
+    RepositoryError: repository_handler,
+    SAIntegrityError: integrity_handler,
+    HTTP_500_INTERNAL_SERVER_ERROR: internal_error_handler,
+}

@@ -1,0 +1,72 @@
+"""Alembic environment (Advanced Alchemy's async template, adapted).
+
+- Uses its own NullPool engine so it can run from a worker thread at start-up as well as from the CLI.
+- On PostgreSQL, takes an advisory lock for the migration transaction: several workers starting at once
+  migrate one after the other instead of racing (DDL is transactional there, so the others then find the
+  schema at head).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from advanced_alchemy.base import metadata_registry
+from alembic import context
+from alembic.autogenerate import rewriter
+from sqlalchemy import pool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import app.domain.users.models
+import app.domain.vms.models  # noqa: F401  (register the tables)
+
+if TYPE_CHECKING:
+    from advanced_alchemy.alembic.commands import AlembicCommandConfig
+    from sqlalchemy.engine import Connection
+
+config = cast("AlembicCommandConfig", context.config)
+writer = rewriter.Rewriter()
+MIGRATION_LOCK_ID = 7_146_912_001
+
+
+def _configure(**kwargs: object) -> None:
+    context.configure(
+        target_metadata=metadata_registry.get(config.bind_key),
+        compare_type=config.compare_type,
+        version_table=config.version_table_name,
+        version_table_schema=config.version_table_schema,
+        version_table_pk=config.version_table_pk,
+        user_module_prefix=config.user_module_prefix,
+        render_as_batch=config.render_as_batch,
+        process_revision_directives=writer,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def run_migrations_offline() -> None:
+    _configure(url=config.db_url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def do_run_migrations(connection: Connection) -> None:
+    _configure(connection=connection)
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
+        context.run_migrations()
+
+
+async def run_migrations_online() -> None:
+    engine = create_async_engine(config.db_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    asyncio.run(run_migrations_online())

@@ -1,0 +1,66 @@
+"""OpenAPI: the error body and the statuses each route declares, the docs page and its assets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, Server
+
+from app.config import PROJECT_ROOT
+
+SCALAR_VERSION = "1.76.0"
+SCALAR_ASSETS_DIR = PROJECT_ROOT / "app" / "static" / "scalar"
+SCALAR_ASSETS_PATH = "/docs/assets"
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error answer has this shape (Litestar's own)."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Bad request: malformed JSON, a value out of bounds or of the wrong type (named in `detail`).",
+    401: "Missing, invalid, expired or revoked token, or wrong credentials.",
+    403: "Signed in, but this role or account may not do this.",
+    404: "No such resource.",
+    409: "Conflicts with the current state (duplicate email, last administrador).",
+    412: "`If-Match` does not match the current ETag.",
+    413: "Request body too large.",
+    429: "Too many attempts; retry after `Retry-After` seconds.",
+}
+
+
+def responses_for(*codes: int) -> dict[int, ResponseSpec]:
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
+        for code in codes
+    }
+
+
+def create_openapi_config(*, use_cdn: bool, version: str, components: list[Components]) -> OpenAPIConfig:
+    scalar = (
+        ScalarRenderPlugin(version=SCALAR_VERSION, path="/")
+        if use_cdn
+        else ScalarRenderPlugin(
+            js_url=f"{SCALAR_ASSETS_PATH}/standalone.js",
+            css_url=f"{SCALAR_ASSETS_PATH}/vms.css",
+            favicon="",
+            path="/",
+        )
+    )
+    return OpenAPIConfig(
+        title="VMS",
+        version=version,
+        description="Virtual machine inventory and user accounts. Sign in with POST /login.",
+        path="/docs",
+        render_plugins=[scalar],
+        servers=[Server(url="/")],
+        components=components,
+        use_handler_docstrings=True,
+    )

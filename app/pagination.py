@@ -1,0 +1,46 @@
+"""List query parameters shared by every collection route, turned into Advanced Alchemy filters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
+from litestar import Response
+from litestar.datastructures import ResponseHeader
+from litestar.params import Parameter
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 1000
+MAX_OFFSET = 2**31 - 1
+TOTAL_COUNT_HEADER = "X-Total-Count"
+
+total_count_header = ResponseHeader(
+    name=TOTAL_COUNT_HEADER,
+    description="Number of items matching the filters, ignoring limit and offset.",
+    documentation_only=True,
+    required=True,
+)
+
+SortOrder = Literal["asc", "desc"]
+# Ids are BIGINT on PostgreSQL: anything larger is refused before it reaches the database.
+ResourceId = Annotated[int, Parameter(ge=1, le=2**63 - 1, description="Resource id.")]
+
+
+def provide_limit_offset(
+    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size (at most 1000).")] = 100,
+    offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Items to skip.")] = 0,
+) -> LimitOffset:
+    return LimitOffset(limit=limit, offset=offset)
+
+
+def order_filters(sort: str, order: SortOrder) -> list[StatementFilter]:
+    # A stable tie-breaker on id keeps pages from overlapping when the sort column has duplicates.
+    filters: list[StatementFilter] = [OrderBy(field_name=sort, sort_order=order)]
+    if sort != "id":
+        filters.append(OrderBy(field_name="id", sort_order=order))
+    return filters
+
+
+def page_response(items: list[T], total: int) -> Response[list[T]]:
+    return Response(content=items, headers={TOTAL_COUNT_HEADER: str(total)})

@@ -1,0 +1,38 @@
+"""The long-lived objects a request needs, built once in ``create_app`` and injected as ``runtime``."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+
+from app.config import Settings
+from app.db import WriteGate
+from app.events import EventPublisher
+from app.security import PasswordHasher, TokenService
+
+RUNTIME_STATE_KEY = "runtime"
+
+
+class Runtime:
+    # A plain class on purpose: Litestar validates injected values with msgspec, which would try to
+    # introspect a dataclass's fields (and everything they reference) on every request.
+    __slots__ = ("events", "hasher", "settings", "tokens", "write_gate")
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        hasher: PasswordHasher,
+        write_gate: WriteGate,
+        events: EventPublisher,
+        tokens: TokenService,
+    ) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.write_gate = write_gate
+        self.events = events
+        self.tokens = tokens
+
+
+def provide_runtime(state: State) -> Runtime:
+    runtime: Runtime = state[RUNTIME_STATE_KEY]
+    return runtime

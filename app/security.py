@@ -1,0 +1,224 @@
+"""Who is calling: password hashing, JWT authentication, token revocation and role guards."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import bcrypt
+from litestar.connection import ASGIConnection, Request
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
+
+from app.domain.users.models import User
+
+if TYPE_CHECKING:
+    from litestar.handlers.base import BaseRouteHandler
+    from litestar.stores.base import Store
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+JWT_ALGORITHM = "HS256"
+REVOKED_TOKENS_STORE = "revoked_tokens"
+RUNTIME_KEY = "runtime"  # app.state key of the Runtime (kept here to avoid an import cycle)
+AUTH_OPTIONAL = "auth_optional"
+"""Route option: the route also serves anonymous callers (``connection.user`` is then None)."""
+
+
+class PasswordHasher:
+    """bcrypt on a small dedicated thread pool.
+
+    bcrypt releases the GIL, so hashing runs in parallel with the event loop; a pool of its own bounds how
+    many hashes run at once, so a login storm queues here instead of starving the default executor.
+    """
+
+    def __init__(self, rounds: int, threads: int) -> None:
+        self.rounds = rounds
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self._dummy_hash: bytes | None = None
+
+    async def _run(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def hash(self, password: str) -> str:
+        salt = bcrypt.gensalt(self.rounds)
+        hashed: bytes = await self._run(bcrypt.hashpw, password.encode(), salt)
+        return hashed.decode()
+
+    async def verify(self, password: str, hashed: str | None) -> bool:
+        """Check a password; with no hash (unknown account) do the same work against a dummy hash."""
+        if hashed is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = (await self.hash(uuid.uuid4().hex)).encode()
+            await self._run(bcrypt.checkpw, password.encode(), self._dummy_hash)
+            return False
+        try:
+            return bool(await self._run(bcrypt.checkpw, password.encode(), hashed.encode()))
+        except ValueError:  # a malformed stored hash never authenticates
+            return False
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class VMSAuthenticationMiddleware(JWTAuthenticationMiddleware):
+    """Litestar's JWT middleware, plus two things it lacks.
+
+    - WebSocket clients in browsers cannot set headers, so ``?token=`` is accepted on WebSocket routes.
+    - Routes marked ``auth_optional`` (self sign-up) also serve callers without a token.
+    """
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get(self.auth_header, "")
+        scheme, _, encoded = header.partition(" ")
+        if header and scheme.lower() != "bearer":
+            raise NotAuthorizedException("Authorization must use the Bearer scheme")
+        if not encoded and connection.scope["type"] == "websocket":
+            encoded = connection.query_params.get("token", "")
+        if not encoded:
+            if connection.route_handler.opt.get(AUTH_OPTIONAL):
+                return AuthenticationResult(user=None, auth=None)
+            raise NotAuthorizedException("Not authenticated: send 'Authorization: Bearer <token>'")
+        return await self.authenticate_token(encoded_token=encoded.strip(), connection=connection)
+
+
+@dataclass
+class VMSJWTAuth(JWTAuth[User, Token]):
+    """JWT auth whose OpenAPI scheme is the OAuth2 password flow, so the docs page can sign in."""
+
+    token_url: str = "/login"  # noqa: S105  (a path, not a secret)
+
+    @property
+    def openapi_components(self) -> Components:
+        return Components(
+            security_schemes={
+                self.openapi_security_scheme_name: SecurityScheme(
+                    type="oauth2",
+                    description=self.description,
+                    flows=OAuthFlows(password=OAuthFlow(token_url=self.token_url, scopes={})),
+                )
+            }
+        )
+
+
+@dataclass
+class TokenService:
+    """Issues tokens and answers whether a presented one is still good."""
+
+    auth: VMSJWTAuth
+    ttl: timedelta
+    issuer: str
+    audience: str
+
+    def issue(self, user: User) -> str:
+        return self.auth.create_token(
+            identifier=str(user.id),
+            token_expiration=self.ttl,
+            token_issuer=self.issuer,
+            token_audience=self.audience,
+            token_unique_jwt_id=uuid.uuid4().hex,
+            token_extras={"ver": user.token_version},
+        )
+
+
+async def revoke_token(store: Store, token: Token) -> None:
+    """Remember a token's id until it would have expired anyway."""
+    remaining = int((token.exp - datetime.now(UTC)).total_seconds()) + 1
+    if remaining > 0 and isinstance(token.jti, str):
+        await store.set(token.jti, b"1", expires_in=remaining)
+
+
+def create_jwt_auth(
+    *,
+    secret: str,
+    issuer: str,
+    audience: str,
+    ttl: timedelta,
+    session_maker: async_sessionmaker[AsyncSession],
+    exclude: list[str],
+) -> VMSJWTAuth:
+    async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
+        # The role and token version come from the database on every request, never from the token, so a
+        # demotion, password change or deletion takes effect at once.
+        try:
+            user_id = int(token.sub)
+        except ValueError:
+            return None
+        async with session_maker() as session:
+            user = await session.get(User, user_id)
+        if user is None or token.extras.get("ver") != user.token_version:
+            return None
+        return user
+
+    async def is_revoked(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+        if not isinstance(token.jti, str):
+            return True
+        store = connection.app.stores.get(REVOKED_TOKENS_STORE)
+        return await store.exists(token.jti)
+
+    return VMSJWTAuth(
+        token_secret=secret,
+        retrieve_user_handler=retrieve_user,
+        revoked_token_handler=is_revoked,
+        algorithm=JWT_ALGORITHM,
+        accepted_issuers=[issuer],
+        accepted_audiences=[audience],
+        strict_audience=True,
+        require_claims=["exp", "iat", "sub", "jti", "iss", "aud"],
+        default_token_expiration=ttl,
+        authentication_middleware_class=VMSAuthenticationMiddleware,
+        exclude=exclude,
+        openapi_security_scheme_name="OAuth2PasswordBearer",
+        description="Bearer JWT from POST /login (JSON or OAuth2 password form).",
+    )
+
+
+def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    user = connection.user
+    if not isinstance(user, User) or not user.is_admin:
+        raise PermissionDeniedException("This action requires the administrador role")
+
+
+def requires_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if not isinstance(connection.user, User):
+        raise NotAuthorizedException("Not authenticated: send 'Authorization: Bearer <token>'")
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    """The caller's address for rate limiting: the socket peer, unless that peer is a trusted proxy.
+
+    ``X-Forwarded-For`` is believed only when it comes from a configured proxy (``VMS_TRUSTED_PROXIES``), and
+    then the right-most address that is not itself a trusted proxy is used: anything further left is
+    client-supplied and could be forged.
+    """
+    peer = request.client.host if request.client else "unknown"
+    trusted = _trusted_networks(tuple(request.app.state[RUNTIME_KEY].settings.trusted_proxies))
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+@lru_cache(maxsize=8)
+def _trusted_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _is_trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
