@@ -53,7 +53,7 @@ def create_channels(settings: Settings) -> ChannelsPlugin:
 def create_stores(settings: Settings) -> dict[str, Store]:
     """Revoked tokens and rate-limit counters: in memory, or shared by all workers through Redis."""
     if settings.redis_url:
-        root = RedisStore.with_client(url=settings.redis_url, namespace="vms")
+        root = RedisStore.with_client(url=settings.redis_url, namespace=settings.redis_namespace)
         return {
             "revoked_tokens": root.with_namespace("revoked"),
             "rate_limit": root.with_namespace("ratelimit"),

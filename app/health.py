@@ -8,6 +8,7 @@ import msgspec
 from litestar import Response, get
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.redis import RedisChannelsBackend
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +32,9 @@ class Health(msgspec.Struct, kw_only=True):
     responses={503: ResponseSpec(data_container=Health, description="A dependency is down.")},
     cache=False,
 )
-async def health(db_session: AsyncSession, channels: ChannelsPlugin) -> Response[Health]:
+async def health(
+    db_session: NamedDependency[AsyncSession], channels: NamedDependency[ChannelsPlugin]
+) -> Response[Health]:
     database: Status = "ok"
     try:
         await db_session.execute(text("SELECT 1"))

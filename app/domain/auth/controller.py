@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
@@ -79,7 +80,10 @@ class AuthController(Controller):
         responses=responses_for(400, 401, 429),
     )
     async def login(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, runtime: Runtime
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
     ) -> TokenResponse:
         email, password = await _read_credentials(request)
         users = UserService(session=db_session, runtime=runtime)

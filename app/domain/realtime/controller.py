@@ -13,6 +13,7 @@ from typing import Any
 
 from litestar import WebSocket, websocket
 from litestar.channels import ChannelsPlugin
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.security.jwt import Token
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
@@ -25,7 +26,11 @@ WS_1013_TRY_AGAIN_LATER = 1013
 
 
 async def _stream(
-    socket: WebSocket[Any, Token, Any], channels: ChannelsPlugin, channel: str, *, admin_only: bool
+    socket: WebSocket[Any, Token, Any],
+    channels: NamedDependency[ChannelsPlugin],
+    channel: str,
+    *,
+    admin_only: bool,
 ) -> None:
     registry: ConnectionRegistry = socket.app.state.ws_connections
     await socket.accept()
@@ -70,12 +75,12 @@ async def _stream(
 
 
 @websocket("/ws/vms", guards=[requires_user])
-async def vm_events(socket: WebSocket[Any, Token, Any], channels: ChannelsPlugin) -> None:
+async def vm_events(socket: WebSocket[Any, Token, Any], channels: NamedDependency[ChannelsPlugin]) -> None:
     """VM changes: ``vm_created``, ``vm_updated``, ``vm_deleted``."""
     await _stream(socket, channels, VMS_CHANNEL, admin_only=False)
 
 
 @websocket("/ws/users", guards=[requires_admin])
-async def user_events(socket: WebSocket[Any, Token, Any], channels: ChannelsPlugin) -> None:
+async def user_events(socket: WebSocket[Any, Token, Any], channels: NamedDependency[ChannelsPlugin]) -> None:
     """User changes: ``user_created``, ``user_updated``, ``user_deleted`` (administradores only)."""
     await _stream(socket, channels, USERS_CHANNEL, admin_only=True)

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,9 @@ from app.security import AUTH_OPTIONAL, requires_admin, requires_user
 UserSort = Literal["id", "name", "email", "rol", "created_at", "updated_at"]
 
 
-async def provide_user_service(db_session: AsyncSession, runtime: Runtime) -> UserService:
+async def provide_user_service(
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+) -> UserService:
     return UserService(session=db_session, runtime=runtime)
 
 
@@ -51,8 +53,8 @@ class UserController(Controller):
     )
     async def list_users(
         self,
-        users: UserService,
-        page: LimitOffset,
+        users: NamedDependency[UserService],
+        page: NamedDependency[LimitOffset],
         rol: Annotated[Role | None, Parameter(description="Only users with this role.")] = None,
         q: Annotated[
             str | None, Parameter(max_length=100, description="Search in name and email (case-insensitive).")
@@ -78,7 +80,7 @@ class UserController(Controller):
         responses=responses_for(401, 403, 404),
     )
     async def get_user(
-        self, request: Request[User, Any, Any], users: UserService, user_id: ResourceId
+        self, request: Request[User, Any, Any], users: NamedDependency[UserService], user_id: ResourceId
     ) -> UserRead:
         _ensure_self_or_admin(request.user, user_id)
         user = await users.get_one_or_none(id=user_id)
@@ -93,7 +95,11 @@ class UserController(Controller):
         responses=responses_for(401, 403, 409),
     )
     async def create_user(
-        self, request: Request[User | None, Any, Any], users: UserService, runtime: Runtime, data: UserCreate
+        self,
+        request: Request[User | None, Any, Any],
+        users: NamedDependency[UserService],
+        runtime: NamedDependency[Runtime],
+        data: UserCreate,
     ) -> UserRead:
         caller = request.user
         is_admin = caller is not None and caller.is_admin
@@ -114,7 +120,11 @@ class UserController(Controller):
         responses=responses_for(401, 403, 404, 409),
     )
     async def update_user(
-        self, request: Request[User, Any, Any], users: UserService, user_id: ResourceId, data: UserUpdate
+        self,
+        request: Request[User, Any, Any],
+        users: NamedDependency[UserService],
+        user_id: ResourceId,
+        data: UserUpdate,
     ) -> UserRead:
         _ensure_self_or_admin(request.user, user_id)
         return to_read(await users.update_user(user_id, data, actor=request.user))
@@ -126,6 +136,6 @@ class UserController(Controller):
         responses=responses_for(401, 403, 404, 409),
     )
     async def delete_user(
-        self, request: Request[User, Any, Any], users: UserService, user_id: ResourceId
+        self, request: Request[User, Any, Any], users: NamedDependency[UserService], user_id: ResourceId
     ) -> None:
         await users.delete_user(user_id, actor=request.user)

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
 from litestar.datastructures import ResponseHeader
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,7 +36,9 @@ IfMatch = Annotated[
 ]
 
 
-async def provide_vm_service(db_session: AsyncSession, runtime: Runtime) -> VMService:
+async def provide_vm_service(
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+) -> VMService:
     return VMService(session=db_session, runtime=runtime)
 
 
@@ -59,8 +61,8 @@ class VMController(Controller):
     )
     async def list_vms(
         self,
-        vms: VMService,
-        page: LimitOffset,
+        vms: NamedDependency[VMService],
+        page: NamedDependency[LimitOffset],
         status: Annotated[VMStatus | None, Parameter(description="Only VMs in this status.")] = None,
         os: Annotated[OSName | None, Parameter(description="Only VMs with exactly this OS.")] = None,
         q: Annotated[
@@ -87,7 +89,7 @@ class VMController(Controller):
         response_headers=[etag_header],
         responses=responses_for(401, 404),
     )
-    async def get_vm(self, vms: VMService, vm_id: ResourceId) -> Response[VMRead]:
+    async def get_vm(self, vms: NamedDependency[VMService], vm_id: ResourceId) -> Response[VMRead]:
         vm = await vms.get_one_or_none(id=vm_id)
         if vm is None:
             raise NotFoundException(f"VM {vm_id} not found")
@@ -101,7 +103,7 @@ class VMController(Controller):
         responses=responses_for(401, 403),
     )
     async def create_vm(
-        self, request: Request[User, Any, Any], vms: VMService, data: VMCreate
+        self, request: Request[User, Any, Any], vms: NamedDependency[VMService], data: VMCreate
     ) -> Response[VMRead]:
         return with_etag(await vms.create_vm(data, actor=request.user), status_code=201)
 
@@ -116,7 +118,7 @@ class VMController(Controller):
     async def update_vm(
         self,
         request: Request[User, Any, Any],
-        vms: VMService,
+        vms: NamedDependency[VMService],
         vm_id: ResourceId,
         data: VMUpdate,
         if_match: IfMatch = None,
@@ -129,5 +131,7 @@ class VMController(Controller):
         summary="Delete a VM (administrador)",
         responses=responses_for(401, 403, 404),
     )
-    async def delete_vm(self, request: Request[User, Any, Any], vms: VMService, vm_id: ResourceId) -> None:
+    async def delete_vm(
+        self, request: Request[User, Any, Any], vms: NamedDependency[VMService], vm_id: ResourceId
+    ) -> None:
         await vms.delete_vm(vm_id, actor=request.user)
