@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import anyio
+import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -25,7 +28,7 @@ from app.bootstrap import (
     run_migrations,
 )
 from app.cli import UsersCLIPlugin
-from app.config import Settings, get_settings
+from app.config import Settings, check_deployment, get_settings, requested_workers
 from app.db import create_alchemy_config, create_engine
 from app.domain.auth.controller import AuthController
 from app.domain.realtime.connections import ConnectionRegistry
@@ -39,6 +42,7 @@ from app.runtime import RUNTIME_STATE_KEY, provide_runtime
 from app.security import client_address
 
 __version__ = "0.1.0"
+log = structlog.get_logger("vms")
 
 # The docs page runs Scalar from /docs/assets; everything else is JSON, so nothing else needs more.
 CONTENT_SECURITY_POLICY = (
@@ -56,6 +60,8 @@ PUBLIC_PATHS = ["^/login$", "^/health$", "^/docs"]
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
+    for warning in check_deployment(settings, requested_workers(sys.argv, dict(os.environ))):
+        log.warning(warning)
     engine = create_engine(settings)
     alchemy = create_alchemy_config(settings, engine)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)

@@ -146,6 +146,46 @@ def jwt_secret(settings: Settings) -> str:
     return secret
 
 
+_WORKER_FLAGS = ("-W", "--wc", "--web-concurrency", "--workers")
+
+
+def requested_workers(argv: list[str], environ: dict[str, str]) -> int:
+    """How many server processes this start asked for (``litestar run -W N`` or ``uvicorn --workers N``).
+
+    Worker processes are spawned with the parent's ``sys.argv``, so each of them sees the same answer.
+    """
+    count = 1
+    for name in ("LITESTAR_WEB_CONCURRENCY", "WEB_CONCURRENCY"):
+        if environ.get(name, "").isdigit():
+            count = max(count, int(environ[name]))
+    for index, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in _WORKER_FLAGS:
+            if not value and index + 1 < len(argv):
+                value = argv[index + 1]
+            if value.isdigit():
+                count = max(count, int(value))
+    return count
+
+
+def check_deployment(settings: Settings, workers: int) -> list[str]:
+    """Refuse what cannot work across processes; return warnings for what works but is unwise."""
+    if workers <= 1:
+        return []
+    if not settings.redis_url:
+        raise ConfigError(
+            f"{workers} workers were requested but VMS_REDIS_URL is not set: with the in-memory channels "
+            "backend each worker would only see its own events, and rate limits and logouts would not be "
+            "shared. Set VMS_REDIS_URL (see README, 'Scaling out') or run one worker."
+        )
+    if settings.is_sqlite:
+        return [
+            f"{workers} workers share one SQLite file: writes are serialised per process only. "
+            "Use PostgreSQL (VMS_DATABASE_URL=postgresql+asyncpg://...) for several workers."
+        ]
+    return []
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
