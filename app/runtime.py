@@ -7,7 +7,7 @@ from litestar.datastructures import State
 from app.config import Settings
 from app.db import WriteGate
 from app.events import EventPublisher
-from app.security import PasswordHasher, TokenService
+from app.security import LoginThrottle, PasswordHasher, TokenService
 
 RUNTIME_STATE_KEY = "runtime"
 
@@ -15,7 +15,7 @@ RUNTIME_STATE_KEY = "runtime"
 class Runtime:
     # A plain class on purpose: Litestar validates injected values with msgspec, which would try to
     # introspect a dataclass's fields (and everything they reference) on every request.
-    __slots__ = ("events", "hasher", "settings", "tokens", "write_gate")
+    __slots__ = ("events", "hasher", "login_throttle", "settings", "tokens", "write_gate")
 
     def __init__(
         self,
@@ -31,6 +31,7 @@ class Runtime:
         self.write_gate = write_gate
         self.events = events
         self.tokens = tokens
+        self.login_throttle = LoginThrottle(settings.login_rate_limit)
 
 
 def provide_runtime(state: State) -> Runtime:
