@@ -1,0 +1,382 @@
+"""HTTP benchmark: read, list, write, login storm, ceiling and memory, one worker, SQLite, production settings.
+
+    uv run python -m bench http [--duration 10] [--vms 10000]
+
+Starts the service (uvicorn, one worker, uvloop + httptools) on a fresh SQLite file with bcrypt cost 12,
+loads an administrador and 10,000 VMs, drives it with wrk (Debian package ``wrk``) and prints one table.
+The login rate limit is lifted for the run so the storm measures bcrypt, not the limiter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bcrypt
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ADMIN_EMAIL = "bench-admin@example.com"
+ADMIN_PASSWORD = "bench-admin-password"
+CLIENT_PASSWORD = "bench-client-password"
+UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+
+
+# ---------------------------------------------------------------- server processes
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def rss_kb(self, key: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(factory: str, env: dict[str, str], workdir: Path) -> Iterator[Server]:
+    port = free_port()
+    log = (workdir / f"server-{port}.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port), *UVICORN_OPTIONS],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {(workdir / f'server-{port}.log').read_text()}")
+            try:
+                if httpx.get(
+                    url + "/docs/openapi.json" if "ceiling" not in factory else url + "/vms/1"
+                ).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not start")
+        yield Server(process=process, url=url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+# ---------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        return float("nan")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def wrk(url: str, *, connections: int, duration: int, script: str, env: dict[str, str]) -> WrkResult:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", handle.name, url],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        errors += sum(int(value) for value in match.groups())
+    return WrkResult(rps, p50, p99, errors, requests)
+
+
+READ_SCRIPT = """
+local token = os.getenv("TOKEN")
+local count = tonumber(os.getenv("VM_COUNT"))
+request = function()
+  local path = "/vms/" .. math.random(1, count)
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. token})
+end
+"""
+
+LIST_SCRIPT = """
+local token = os.getenv("TOKEN")
+request = function()
+  return wrk.format("GET", "/vms?limit=100&offset=" .. math.random(0, 9800), {["Authorization"] = "Bearer " .. token})
+end
+"""
+
+WRITE_SCRIPT = """
+local token = os.getenv("TOKEN")
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{"name":"bench-' .. n .. '","cores":2,"ram":2048,"disk":20,"os":"Debian 12","status":"running"}'
+  return wrk.format("POST", "/vms", {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
+end
+"""
+
+CEILING_SCRIPT = """
+local count = tonumber(os.getenv("VM_COUNT"))
+request = function()
+  return wrk.format("GET", "/vms/" .. math.random(1, count))
+end
+"""
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def login(url: str, email: str, password: str) -> str:
+    response = httpx.post(url + "/login", json={"email": email, "password": password}, timeout=30)
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+async def load_vms(url: str, token: str, count: int) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+        semaphore = asyncio.Semaphore(32)
+
+        async def one(index: int) -> None:
+            async with semaphore:
+                body = {
+                    "name": f"vm-{index}",
+                    "cores": 1 + index % 64,
+                    "ram": 1024,
+                    "disk": 50,
+                    "os": "Debian 12",
+                }
+                response = await http.post("/vms", json=body)
+                response.raise_for_status()
+
+        await asyncio.gather(*(one(index) for index in range(count)))
+
+
+@dataclass
+class LoginStorm:
+    stop: threading.Event = field(default_factory=threading.Event)
+    logins: int = 0
+    failures: int = 0
+
+    def run(self, url: str, email: str, clients: int) -> list[threading.Thread]:
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=60) as http:
+                while not self.stop.is_set():
+                    response = http.post("/login", json={"email": email, "password": CLIENT_PASSWORD})
+                    if response.status_code == 200:
+                        self.logins += 1
+                    else:
+                        self.failures += 1
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+
+def bcrypt_check_seconds(rounds: int = 12) -> float:
+    hashed = bcrypt.hashpw(b"calibration-password", bcrypt.gensalt(rounds))
+    samples = []
+    for _ in range(3):
+        started = time.perf_counter()
+        bcrypt.checkpw(b"calibration-password", hashed)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench http", description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--vms", type=int, default=10_000, help="VMs to load")
+    parser.add_argument("--storm-clients", type=int, default=8)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="vms-bench-") as tmp:
+        workdir = Path(tmp)
+        env = {
+            "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'vms.sqlite3'}",
+            "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
+            "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "VMS_LOGIN_RATE_LIMIT": "100000",
+            "VMS_BCRYPT_ROUNDS": "12",
+        }
+        with serve("bench.ceiling_app:create_app", {}, workdir) as ceiling_server:
+            ceiling = wrk(
+                ceiling_server.url,
+                connections=32,
+                duration=args.duration,
+                script=CEILING_SCRIPT,
+                env={"VM_COUNT": str(args.vms)},
+            )
+        print(f"ceiling: {ceiling.requests_per_second:,.0f} req/s", flush=True)
+
+        with serve("app:create_app", env, workdir) as server:
+            token = login(server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+            started = time.perf_counter()
+            asyncio.run(load_vms(server.url, token, args.vms))
+            print(f"loaded {args.vms} VMs in {time.perf_counter() - started:.1f}s", flush=True)
+            client_email = "bench-client@example.com"
+            httpx.post(
+                server.url + "/users",
+                json={"name": "Bench", "email": client_email, "password": CLIENT_PASSWORD},
+                headers={"Authorization": f"Bearer {token}"},
+            ).raise_for_status()
+            wrk_env = {"TOKEN": token, "VM_COUNT": str(args.vms)}
+
+            def share(result: WrkResult) -> str:
+                return f"{result.requests_per_second / ceiling.requests_per_second:.0%}"
+
+            read = wrk(server.url, connections=32, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
+            rows.append(
+                (
+                    "read GET /vms/{id} (c=32)",
+                    f"{read.requests_per_second:,.0f}",
+                    f"{read.p50_ms:.1f} / {read.p99_ms:.1f}",
+                    str(read.errors),
+                    share(read),
+                )
+            )
+            listing = wrk(server.url, connections=32, duration=args.duration, script=LIST_SCRIPT, env=wrk_env)
+            rows.append(
+                (
+                    "list GET /vms?limit=100 (c=32)",
+                    f"{listing.requests_per_second:,.0f}",
+                    f"{listing.p50_ms:.1f} / {listing.p99_ms:.1f}",
+                    str(listing.errors),
+                    share(listing),
+                )
+            )
+            for connections in (16, 64):
+                write = wrk(
+                    server.url,
+                    connections=connections,
+                    duration=args.duration,
+                    script=WRITE_SCRIPT,
+                    env=wrk_env,
+                )
+                rows.append(
+                    (
+                        f"write POST /vms (c={connections})",
+                        f"{write.requests_per_second:,.0f}",
+                        f"{write.p50_ms:.1f} / {write.p99_ms:.1f}",
+                        str(write.errors),
+                        share(write),
+                    )
+                )
+
+            idle = wrk(server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
+            storm = LoginStorm()
+            threads = storm.run(server.url, client_email, args.storm_clients)
+            time.sleep(1)
+            storm_started, logins_before = time.perf_counter(), storm.logins
+            stormy = wrk(server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
+            login_rate = (storm.logins - logins_before) / (time.perf_counter() - storm_started)
+            storm.stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            peak_rss_mb = server.rss_kb("VmHWM") / 1024
+
+        check = bcrypt_check_seconds()
+        cores = os.cpu_count() or 1
+        capacity = cores / check
+        rows.append(
+            (
+                "read (c=8), idle",
+                f"{idle.requests_per_second:,.0f}",
+                f"{idle.p50_ms:.1f} / {idle.p99_ms:.1f}",
+                str(idle.errors),
+                share(idle),
+            )
+        )
+        rows.append(
+            (
+                f"read (c=8), {args.storm_clients} clients logging in",
+                f"{stormy.requests_per_second:,.0f}",
+                f"{stormy.p50_ms:.1f} / {stormy.p99_ms:.1f}",
+                str(stormy.errors),
+                share(stormy),
+            )
+        )
+
+    print()
+    print(f"{'scenario':<44} {'req/s':>8} {'p50 / p99 ms':>16} {'errors':>7} {'of ceiling':>11}")
+    print(
+        f"{'ceiling: bare Litestar, same JSON (c=32)':<44} {ceiling.requests_per_second:>8,.0f} "
+        f"{f'{ceiling.p50_ms:.1f} / {ceiling.p99_ms:.1f}':>16} {ceiling.errors:>7} {'100%':>11}"
+    )
+    for name, rps, latency, errors, fraction in rows:
+        print(f"{name:<44} {rps:>8} {latency:>16} {errors:>7} {fraction:>11}")
+    print()
+    print(
+        f"login storm: read p99 {stormy.p99_ms:.1f} ms vs idle {idle.p99_ms:.1f} ms "
+        f"= {stormy.p99_ms / idle.p99_ms:.1f}x (target <= 3x)"
+    )
+    print(
+        f"login storm: {login_rate:.1f} logins/s; the cores can hash {capacity:.1f}/s "
+        f"({cores} cores / {check * 1000:.0f} ms per bcrypt check) = {login_rate / capacity:.0%} (target >= 80%); "
+        f"{storm.failures} failed logins"
+    )
+    print(f"server peak RSS: {peak_rss_mb:.0f} MB with {args.vms} VMs loaded (target < 150 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
