@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 JWT_ALGORITHM = "HS256"
+MAX_PASSWORD_BYTES = 72  # bcrypt reads no more; longer passwords are refused at the schema
 REVOKED_TOKENS_STORE = "revoked_tokens"
 RUNTIME_KEY = "runtime"  # app.state key of the Runtime (kept here to avoid an import cycle)
 AUTH_OPTIONAL = "auth_optional"
@@ -42,10 +43,13 @@ class PasswordHasher:
 
     def __init__(self, rounds: int, threads: int) -> None:
         self.rounds = rounds
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None
         self._dummy_hash: bytes | None = None
 
     async def _run(self, func: Any, *args: Any) -> Any:
+        if self._executor is None:  # created lazily: an app may be started again after a shutdown
+            self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bcrypt")
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     async def hash(self, password: str) -> str:
@@ -55,18 +59,28 @@ class PasswordHasher:
 
     async def verify(self, password: str, hashed: str | None) -> bool:
         """Check a password; with no hash (unknown account) do the same work against a dummy hash."""
+        candidate = password.encode()
+        # bcrypt (>= 5) raises on longer input, and no stored password is longer: spend the same work on
+        # an empty candidate and fail, so the answer and its timing match any other failed login.
+        too_long = len(candidate) > MAX_PASSWORD_BYTES
+        ok = await self._check(b"" if too_long else candidate, hashed)
+        return ok and not too_long
+
+    async def _check(self, candidate: bytes, hashed: str | None) -> bool:
         if hashed is None:
             if self._dummy_hash is None:
                 self._dummy_hash = (await self.hash(uuid.uuid4().hex)).encode()
-            await self._run(bcrypt.checkpw, password.encode(), self._dummy_hash)
+            await self._run(bcrypt.checkpw, candidate, self._dummy_hash)
             return False
         try:
-            return bool(await self._run(bcrypt.checkpw, password.encode(), hashed.encode()))
+            return bool(await self._run(bcrypt.checkpw, candidate, hashed.encode()))
         except ValueError:  # a malformed stored hash never authenticates
             return False
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
 
 class VMSAuthenticationMiddleware(JWTAuthenticationMiddleware):

@@ -6,12 +6,13 @@ from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import ROLE_ADMIN, User
 from app.domain.users.schemas import Role, UserCreate, UserRead, UserUpdate
 from app.domain.users.services import UserService, to_read
+from app.errors import strict_json_body
 from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
@@ -66,7 +67,7 @@ class UserController(Controller):
         if q:
             filters.append(SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True))
         extra: dict[str, Any] = {"rol": rol} if rol else {}
-        items, total = await users.list_and_count(*filters, **extra)
+        items, total = await users.get_many_and_count(*filters, **extra)
         return page_response([to_read(user) for user in items], total)
 
     @get("/me", guards=[requires_user], summary="The caller's own account", responses=responses_for(401))
@@ -91,6 +92,7 @@ class UserController(Controller):
     @post(
         ["/", ""],
         opt={AUTH_OPTIONAL: True},
+        before_request=strict_json_body(UserCreate),
         summary="Create a user (administrador: any role; anyone: sign up as cliente)",
         responses=responses_for(401, 403, 409),
     )
@@ -99,7 +101,7 @@ class UserController(Controller):
         request: Request[User | None, Any, Any],
         users: NamedDependency[UserService],
         runtime: NamedDependency[Runtime],
-        data: UserCreate,
+        data: JSONBody[UserCreate],
     ) -> UserRead:
         caller = request.user
         is_admin = caller is not None and caller.is_admin
@@ -114,6 +116,7 @@ class UserController(Controller):
         "/{user_id:int}",
         http_method=[HttpMethod.PUT, HttpMethod.PATCH],
         guards=[requires_user],
+        before_request=strict_json_body(UserUpdate),
         summary="Update a user (partial; administrador: any field; the user itself: name, email, password)",
         description="Changing your own password requires `current_password`. Changing a password or a role "
         "retires every token issued before.",
@@ -124,7 +127,7 @@ class UserController(Controller):
         request: Request[User, Any, Any],
         users: NamedDependency[UserService],
         user_id: ResourceId,
-        data: UserUpdate,
+        data: JSONBody[UserUpdate],
     ) -> UserRead:
         _ensure_self_or_admin(request.user, user_id)
         return to_read(await users.update_user(user_id, data, actor=request.user))

@@ -7,12 +7,13 @@ from litestar import Controller, HttpMethod, Request, Response, delete, get, pos
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import User
-from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMStatus, VMUpdate
+from app.domain.vms.schemas import VMCreate, VMRead, VMStatus, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
+from app.errors import strict_json_body
 from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
@@ -32,7 +33,9 @@ etag_header = ResponseHeader(
 )
 IfMatch = Annotated[
     str | None,
-    Parameter(header="If-Match", max_length=1000, description="Only update if the VM still has this ETag."),
+    HeaderParameter(
+        name="If-Match", max_length=1000, description="Only update if the VM still has this ETag."
+    ),
 ]
 
 
@@ -64,7 +67,9 @@ class VMController(Controller):
         vms: NamedDependency[VMService],
         page: NamedDependency[LimitOffset],
         status: Annotated[VMStatus | None, Parameter(description="Only VMs in this status.")] = None,
-        os: Annotated[OSName | None, Parameter(description="Only VMs with exactly this OS.")] = None,
+        os: Annotated[
+            str | None, Parameter(min_length=1, max_length=100, description="Only VMs with exactly this OS.")
+        ] = None,
         q: Annotated[
             str | None, Parameter(max_length=100, description="Search in the name (case-insensitive).")
         ] = None,
@@ -79,7 +84,7 @@ class VMController(Controller):
             extra["status"] = status
         if os:
             extra["os"] = os
-        items, total = await vms.list_and_count(*filters, **extra)
+        items, total = await vms.get_many_and_count(*filters, **extra)
         return page_response([to_read(vm) for vm in items], total)
 
     @get(
@@ -99,11 +104,12 @@ class VMController(Controller):
         ["/", ""],
         guards=[requires_admin],
         summary="Create a VM (administrador)",
+        before_request=strict_json_body(VMCreate),
         response_headers=[etag_header],
         responses=responses_for(401, 403),
     )
     async def create_vm(
-        self, request: Request[User, Any, Any], vms: NamedDependency[VMService], data: VMCreate
+        self, request: Request[User, Any, Any], vms: NamedDependency[VMService], data: JSONBody[VMCreate]
     ) -> Response[VMRead]:
         return with_etag(await vms.create_vm(data, actor=request.user), status_code=201)
 
@@ -112,6 +118,7 @@ class VMController(Controller):
         http_method=[HttpMethod.PUT, HttpMethod.PATCH],
         guards=[requires_admin],
         summary="Update a VM (administrador; partial, honours If-Match)",
+        before_request=strict_json_body(VMUpdate),
         response_headers=[etag_header],
         responses=responses_for(401, 403, 404, 412),
     )
@@ -120,7 +127,7 @@ class VMController(Controller):
         request: Request[User, Any, Any],
         vms: NamedDependency[VMService],
         vm_id: ResourceId,
-        data: VMUpdate,
+        data: JSONBody[VMUpdate],
         if_match: IfMatch = None,
     ) -> Response[VMRead]:
         return with_etag(await vms.update_vm(vm_id, data, actor=request.user, if_match=if_match))

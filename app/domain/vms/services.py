@@ -44,6 +44,9 @@ class VMRepository(SQLAlchemyAsyncRepository[VirtualMachine]):
 
 class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
     repository_type = VMRepository
+    # The window-function count is 0 when the page is empty (offset past the end), which made
+    # X-Total-Count lie; a separate COUNT query reports the real total.
+    count_with_window_function = False  # the service's value overrides the repository's
 
     def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(session=session, **kwargs)

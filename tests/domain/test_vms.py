@@ -1,0 +1,263 @@
+"""/vms: everybody signed in reads the inventory, administradores change it; ETags and list queries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.conftest import VM_BODY, Account, create_vm
+from tests.domain.helpers import assert_error, assert_utc, assert_vm, expect, total_count
+
+
+async def get_vm(client: Any, account: Account, vm_id: int) -> dict[str, Any]:
+    return assert_vm(expect(await client.get(f"/vms/{vm_id}", headers=account.headers), 200))
+
+
+# ---------------------------------------------------------------- reading
+
+
+async def test_any_signed_in_user_reads_the_inventory(client: Any, admin: Account, cliente: Account) -> None:
+    vm = await create_vm(client, admin)
+    for account in (admin, cliente):
+        response = await client.get("/vms", headers=account.headers)
+        assert [assert_vm(item) for item in expect(response, 200)] == [vm]
+        assert response.headers["X-Total-Count"] == "1"
+        assert await get_vm(client, account, vm["id"]) == vm
+
+
+async def test_reading_needs_a_token(client: Any, admin: Account) -> None:
+    vm = await create_vm(client, admin)
+    assert_error(await client.get("/vms"), 401)
+    assert_error(await client.get("/vms/"), 401)
+    assert_error(await client.get(f"/vms/{vm['id']}"), 401)
+    assert_error(await client.get(f"/vms/{vm['id']}", headers={"Authorization": "Bearer nope"}), 401)
+
+
+async def test_unknown_vm_is_404(client: Any, admin: Account, cliente: Account) -> None:
+    for account in (admin, cliente):
+        assert_error(await client.get("/vms/424242", headers=account.headers), 404)
+    assert_error(await client.patch("/vms/424242", json={"name": "x"}, headers=admin.headers), 404)
+    assert_error(await client.put("/vms/424242", json={"name": "x"}, headers=admin.headers), 404)
+    assert_error(await client.delete("/vms/424242", headers=admin.headers), 404)
+
+
+# ---------------------------------------------------------------- writing
+
+
+async def test_admin_creates_a_vm(client: Any, admin: Account) -> None:
+    response = await client.post("/vms", json=VM_BODY, headers=admin.headers)
+    vm = assert_vm(expect(response, 201))
+    assert {key: vm[key] for key in VM_BODY} == VM_BODY
+    assert (
+        response.headers["ETag"]
+        == (await client.get(f"/vms/{vm['id']}", headers=admin.headers)).headers["ETag"]
+    )
+    second = await create_vm(client, admin, name="web-02")
+    assert second["id"] != vm["id"]
+
+
+async def test_status_defaults_to_provisioning(client: Any, admin: Account) -> None:
+    body = {key: value for key, value in VM_BODY.items() if key != "status"}
+    assert (
+        expect(await client.post("/vms", json=body, headers=admin.headers), 201)["status"] == "provisioning"
+    )
+
+
+async def test_cliente_and_anonymous_cannot_change_the_inventory(
+    client: Any, admin: Account, cliente: Account
+) -> None:
+    vm = await create_vm(client, admin)
+    for headers, status in ((cliente.headers, 403), ({}, 401)):
+        assert_error(await client.post("/vms", json={**VM_BODY, "name": "rogue"}, headers=headers), status)
+        assert_error(await client.post("/vms/", json={**VM_BODY, "name": "rogue"}, headers=headers), status)
+        assert_error(await client.patch(f"/vms/{vm['id']}", json={"cores": 64}, headers=headers), status)
+        assert_error(await client.put(f"/vms/{vm['id']}", json={"cores": 64}, headers=headers), status)
+        assert_error(await client.delete(f"/vms/{vm['id']}", headers=headers), status)
+    assert await total_count(client, "/vms", admin.headers) == 1
+    assert await get_vm(client, admin, vm["id"]) == vm
+
+
+async def test_patch_and_put_are_partial_updates(client: Any, admin: Account) -> None:
+    vm = await create_vm(client, admin)
+    await asyncio.sleep(0.01)
+    patched = expect(
+        await client.patch(f"/vms/{vm['id']}", json={"cores": 8, "status": "stopped"}, headers=admin.headers),
+        200,
+    )
+    assert {**vm, "cores": 8, "status": "stopped", "updated_at": patched["updated_at"]} == patched
+    assert patched["created_at"] == vm["created_at"]
+    assert assert_utc(patched["updated_at"]) > assert_utc(vm["updated_at"])
+    await asyncio.sleep(0.01)
+    put = expect(
+        await client.put(f"/vms/{vm['id']}", json={"name": "renamed", "ram": 4096}, headers=admin.headers),
+        200,
+    )
+    assert (put["name"], put["ram"], put["cores"], put["status"], put["disk"], put["os"]) == (
+        "renamed",
+        4096,
+        8,
+        "stopped",
+        vm["disk"],
+        vm["os"],
+    )
+    assert assert_utc(put["updated_at"]) > assert_utc(patched["updated_at"])
+    assert await get_vm(client, admin, vm["id"]) == put
+
+
+async def test_every_field_can_be_changed(client: Any, admin: Account) -> None:
+    vm = await create_vm(client, admin)
+    changes = {
+        "name": "db-01",
+        "cores": 1024,
+        "ram": 16_777_216,
+        "disk": 1_048_576,
+        "os": "FreeBSD 14",
+        "status": "error",
+    }
+    updated = expect(await client.patch(f"/vms/{vm['id']}", json=changes, headers=admin.headers), 200)
+    assert {key: updated[key] for key in changes} == changes
+
+
+async def test_delete_vm(client: Any, admin: Account) -> None:
+    vm = await create_vm(client, admin)
+    keep = await create_vm(client, admin, name="keep-me")
+    assert expect(await client.delete(f"/vms/{vm['id']}", headers=admin.headers), 204) is None
+    assert_error(await client.get(f"/vms/{vm['id']}", headers=admin.headers), 404)
+    assert_error(await client.delete(f"/vms/{vm['id']}", headers=admin.headers), 404)
+    assert_error(await client.patch(f"/vms/{vm['id']}", json={"cores": 2}, headers=admin.headers), 404)
+    assert [item["id"] for item in expect(await client.get("/vms", headers=admin.headers), 200)] == [
+        keep["id"]
+    ]
+
+
+# ---------------------------------------------------------------- ETag / If-Match
+
+
+async def test_etag_and_if_match(client: Any, admin: Account) -> None:
+    vm = await create_vm(client, admin)
+    url = f"/vms/{vm['id']}"
+    etag = (await client.get(url, headers=admin.headers)).headers["ETag"]
+    assert etag.startswith(('"', 'W/"')), etag
+    assert etag.endswith('"'), etag
+
+    response = await client.patch(
+        url, json={"name": "web-renamed"}, headers={**admin.headers, "If-Match": etag}
+    )
+    assert expect(response, 200)["name"] == "web-renamed"
+    new_etag = response.headers["ETag"]
+    assert new_etag != etag
+    assert (await client.get(url, headers=admin.headers)).headers["ETag"] == new_etag
+    before = await get_vm(client, admin, vm["id"])
+
+    for method in ("patch", "put"):
+        stale = await getattr(client, method)(
+            url, json={"name": "lost-update"}, headers={**admin.headers, "If-Match": etag}
+        )
+        assert_error(stale, 412)
+    assert_error(
+        await client.patch(url, json={"cores": 3}, headers={**admin.headers, "If-Match": '"garbage"'}), 412
+    )
+    assert await get_vm(client, admin, vm["id"]) == before
+    assert (await client.get(url, headers=admin.headers)).headers["ETag"] == new_etag
+
+    # no If-Match: last write wins, and the ETag moves again
+    response = await client.put(url, json={"status": "paused"}, headers=admin.headers)
+    assert expect(response, 200)["status"] == "paused"
+    assert response.headers["ETag"] not in {etag, new_etag}
+
+
+async def test_etags_differ_between_vms(client: Any, admin: Account) -> None:
+    first, second = await create_vm(client, admin), await create_vm(client, admin, name="web-02")
+    tags = [
+        (await client.get(f"/vms/{vm['id']}", headers=admin.headers)).headers["ETag"]
+        for vm in (first, second)
+    ]
+    assert tags[0] != tags[1]
+    # the first VM's ETag does not unlock the second
+    response = await client.patch(
+        f"/vms/{second['id']}", json={"cores": 9}, headers={**admin.headers, "If-Match": tags[0]}
+    )
+    assert_error(response, 412)
+    assert (await get_vm(client, admin, second["id"]))["cores"] == second["cores"]
+
+
+# ---------------------------------------------------------------- listing
+
+
+async def seed(client: Any, admin: Account) -> list[dict[str, Any]]:
+    specs = [
+        {"name": "web-01", "cores": 4, "os": "Debian 12", "status": "running"},
+        {"name": "Web-02", "cores": 2, "os": "Ubuntu 24.04", "status": "stopped"},
+        {"name": "db-01", "cores": 16, "os": "Debian 12", "status": "running"},
+        {"name": "cache-WEB", "cores": 8, "os": "Alpine 3.20", "status": "paused"},
+        {"name": "batch", "cores": 1, "os": "Debian 12", "status": "stopped"},
+    ]
+    return [await create_vm(client, admin, **spec) for spec in specs]
+
+
+async def listing(client: Any, account: Account, **params: Any) -> tuple[list[str], int]:
+    response = await client.get("/vms", headers=account.headers, params=params)
+    items = expect(response, 200)
+    return [assert_vm(item)["name"] for item in items], int(response.headers["X-Total-Count"])
+
+
+async def test_list_filters(client: Any, admin: Account, cliente: Account) -> None:
+    await seed(client, admin)
+    assert await listing(client, cliente, status="running") == (["web-01", "db-01"], 2)
+    assert await listing(client, cliente, status="error") == ([], 0)
+    assert await listing(client, cliente, os="Debian 12") == (["web-01", "db-01", "batch"], 3)
+    assert await listing(client, cliente, os="debian") == ([], 0)  # exact match
+    assert await listing(client, cliente, q="web") == (["web-01", "Web-02", "cache-WEB"], 3)
+    assert await listing(client, cliente, q="WEB-0") == (["web-01", "Web-02"], 2)
+    assert await listing(client, cliente, q="nothing-like-it") == ([], 0)
+    assert await listing(client, cliente, q="web", status="stopped") == (["Web-02"], 1)
+    assert await listing(client, cliente, os="Debian 12", status="stopped") == (["batch"], 1)
+
+
+async def test_list_pages_and_sorts(client: Any, admin: Account, cliente: Account) -> None:
+    vms = await seed(client, admin)
+    names = [vm["name"] for vm in vms]
+    assert await listing(client, cliente) == (names, 5)
+    assert await listing(client, cliente, limit=2) == (names[:2], 5)
+    assert await listing(client, cliente, limit=2, offset=2) == (names[2:4], 5)
+    assert await listing(client, cliente, limit=2, offset=4) == (names[4:], 5)
+    assert await listing(client, cliente, offset=99) == ([], 5)
+    assert await listing(client, cliente, limit=1000) == (names, 5)
+
+    by_cores = [vm["name"] for vm in sorted(vms, key=lambda vm: vm["cores"])]
+    assert await listing(client, cliente, sort="cores") == (by_cores, 5)
+    assert await listing(client, cliente, sort="cores", order="desc") == (by_cores[::-1], 5)
+    assert await listing(client, cliente, sort="id", order="desc") == (names[::-1], 5)
+    assert await listing(client, cliente, sort="cores", order="desc", limit=2, offset=1) == (
+        by_cores[::-1][1:3],
+        5,
+    )
+    assert await listing(client, cliente, sort="status", status="running", order="desc") == (
+        ["db-01", "web-01"],
+        2,
+    )
+    # equal sort keys keep a stable order (by id), so pages never overlap
+    pages = [(await listing(client, cliente, sort="os", limit=1, offset=i))[0] for i in range(5)]
+    assert sorted(name for page in pages for name in page) == sorted(names)
+
+
+async def test_collection_paths_answer_with_and_without_trailing_slash(
+    client: Any, admin: Account, cliente: Account
+) -> None:
+    await create_vm(client, admin)
+    for path in ("/vms", "/users"):
+        plain = await client.get(path, headers=admin.headers, follow_redirects=False)
+        slash = await client.get(path + "/", headers=admin.headers, follow_redirects=False)
+        assert plain.status_code == slash.status_code == 200, (plain.text, slash.text)
+        assert expect(slash, 200) == expect(plain, 200)
+        assert slash.headers["X-Total-Count"] == plain.headers["X-Total-Count"]
+        assert "location" not in slash.headers
+        assert_error(await client.get(path + "/", follow_redirects=False), 401)
+    assert_error(await client.get("/users/", headers=cliente.headers, follow_redirects=False), 403)
+
+    created = await client.post(
+        "/vms/", json={**VM_BODY, "name": "slashed"}, headers=admin.headers, follow_redirects=False
+    )
+    assert expect(created, 201)["name"] == "slashed"
+    signup = {"name": "Slash", "email": "slash@example.com", "password": "slash-password"}
+    assert expect(await client.post("/users/", json=signup, follow_redirects=False), 201)["rol"] == "cliente"

@@ -1,0 +1,244 @@
+"""Settings (litestar.toml + VMS_* overrides, validated at start), the JWT secret file, `litestar users`.
+
+The CLI commands run their own event loop (``asyncio.run``), so those tests are plain ``def`` tests and
+talk to the app through Litestar's synchronous test client.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from litestar.testing import TestClient
+
+from app import create_app
+from app.cli import users_group
+from app.config import ConfigError, Settings, get_settings, jwt_secret, load_settings
+
+ABSENT = Path("/nonexistent/litestar.toml")
+
+
+def settings_from(tmp_path: Path, **env: str) -> Settings:
+    base = {"VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vms.sqlite3'}"}
+    return load_settings({**base, **env}, config_file=ABSENT)
+
+
+# ---------------------------------------------------------------- load_settings
+
+
+def test_documented_defaults_from_litestar_toml() -> None:
+    settings = load_settings({})
+    assert settings.database_url == "sqlite+aiosqlite:///vms.sqlite3"
+    assert settings.token_ttl_minutes == 60
+    assert settings.bcrypt_rounds == 12
+    assert settings.allow_signup is True
+    assert settings.jwt_secret is None
+    assert settings.redis_url is None
+    assert settings.cors_origins == []
+    assert 1 <= settings.login_rate_limit <= 20
+    # the code's own defaults agree with the documented ones when there is no file at all
+    bare = load_settings({}, config_file=ABSENT)
+    assert (bare.database_url, bare.token_ttl_minutes, bare.bcrypt_rounds, bare.allow_signup) == (
+        settings.database_url, 60, 12, True,
+    )  # fmt: skip
+
+
+def test_environment_overrides_with_the_vms_prefix(tmp_path: Path) -> None:
+    env = {
+        "VMS_DATABASE_URL": "postgresql+asyncpg://vms@db:5432/vms",
+        "VMS_TOKEN_TTL_MINUTES": "5",
+        "VMS_BCRYPT_ROUNDS": "4",
+        "VMS_ALLOW_SIGNUP": "false",
+        "VMS_LOGIN_RATE_LIMIT": "3",
+        "VMS_ADMIN_EMAIL": "root@example.com",
+        "VMS_ADMIN_PASSWORD": "root-password",
+        "VMS_REDIS_URL": "redis://cache:6379/0",
+        "VMS_CORS_ORIGINS": "https://a.example, https://b.example,",
+        "VMS_JWT_SECRET": "s" * 32,
+        "BCRYPT_ROUNDS": "16",  # no prefix: ignored
+        "vms_token_ttl_minutes": "99",  # lower case: ignored
+    }
+    settings = load_settings(env, config_file=ABSENT)
+    assert settings.database_url == "postgresql+asyncpg://vms@db:5432/vms"
+    assert settings.token_ttl_minutes == 5
+    assert settings.bcrypt_rounds == 4
+    assert settings.allow_signup is False
+    assert settings.login_rate_limit == 3
+    assert (settings.admin_email, settings.admin_password) == ("root@example.com", "root-password")
+    assert settings.redis_url == "redis://cache:6379/0"
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.jwt_secret == "s" * 32
+    assert load_settings({"VMS_REDIS_URL": "", "VMS_JWT_SECRET": ""}, config_file=ABSENT).redis_url is None
+
+
+def test_environment_beats_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "vms.toml"
+    config.write_text("[vms]\ntoken_ttl_minutes = 15\nbcrypt_rounds = 6\nallow_signup = false\n")
+    settings = load_settings({"VMS_CONFIG_FILE": str(config), "VMS_BCRYPT_ROUNDS": "5"})
+    assert (settings.token_ttl_minutes, settings.bcrypt_rounds, settings.allow_signup) == (15, 5, False)
+    assert load_settings({}, config_file=config).bcrypt_rounds == 6
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BCRYPT_ROUNDS", "abc"),
+        ("BCRYPT_ROUNDS", "3"),
+        ("BCRYPT_ROUNDS", "17"),
+        ("TOKEN_TTL_MINUTES", "0"),
+        ("TOKEN_TTL_MINUTES", "-5"),
+        ("LOGIN_RATE_LIMIT", "0"),
+        ("ALLOW_SIGNUP", "maybe"),
+        ("MAX_BODY_BYTES", "10"),
+        ("DATABASE_URL", "mysql://vms@db/vms"),
+        ("DATABASE_URL", "not a url"),
+    ],
+)
+def test_bad_values_raise_config_error(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({f"VMS_{key}": value}, config_file=ABSENT)
+    assert key.lower() in str(raised.value).lower()
+
+
+def test_unknown_keys_in_the_config_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "vms.toml"
+    config.write_text("[vms]\nbcrypt_round = 4\n")
+    with pytest.raises(ConfigError):
+        load_settings({}, config_file=config)
+
+
+def test_short_jwt_secret_is_refused() -> None:
+    for short in ("secret", "x" * 31, "é" * 15):  # the last is 30 bytes
+        with pytest.raises(ConfigError, match="JWT_SECRET"):
+            load_settings({"VMS_JWT_SECRET": short}, config_file=ABSENT)
+    for enough in ("x" * 32, "é" * 16):  # 32 bytes
+        assert load_settings({"VMS_JWT_SECRET": enough}, config_file=ABSENT).jwt_secret == enough
+
+
+# ---------------------------------------------------------------- the JWT secret file
+
+
+def test_configured_secret_is_used_as_is(tmp_path: Path) -> None:
+    settings = settings_from(tmp_path, VMS_JWT_SECRET="k" * 40)
+    assert jwt_secret(settings) == "k" * 40
+    assert not (tmp_path / "vms.jwt-secret").exists()
+
+
+def test_generated_secret_is_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "secrets" / "jwt"
+    settings = settings_from(tmp_path, VMS_JWT_SECRET_FILE=str(path))
+    first = jwt_secret(settings)
+    assert len(first.encode()) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().strip() == first
+    assert jwt_secret(settings) == first
+    assert jwt_secret(settings_from(tmp_path, VMS_JWT_SECRET_FILE=str(path))) == first
+    assert [p.name for p in path.parent.iterdir()] == ["jwt"]  # no temporary files left behind
+    # never a constant: another deployment gets another secret
+    assert jwt_secret(settings_from(tmp_path, VMS_JWT_SECRET_FILE=str(tmp_path / "other"))) != first
+
+
+def test_secret_file_defaults_to_beside_the_database(tmp_path: Path) -> None:
+    settings = settings_from(tmp_path)
+    secret = jwt_secret(settings)
+    path = tmp_path / "vms.jwt-secret"
+    assert path.read_text().strip() == secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_short_secret_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jwt"
+    path.write_text("too-short\n")
+    with pytest.raises(ConfigError):
+        jwt_secret(settings_from(tmp_path, VMS_JWT_SECRET_FILE=str(path)))
+
+
+# ---------------------------------------------------------------- litestar users ...
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """VMS_* for the CLI (which reads the process environment through the cached get_settings)."""
+    for name in list(os.environ):
+        if name.startswith("VMS_"):
+            monkeypatch.delenv(name)
+    env = {
+        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.sqlite3'}",
+        "VMS_BCRYPT_ROUNDS": "4",
+        "VMS_JWT_SECRET_FILE": str(tmp_path / "jwt-secret"),
+        "VMS_LOGIN_RATE_LIMIT": "1000",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(users_group, list(args), input=input, catch_exceptions=False)
+
+
+def listed(result: Result) -> list[list[str]]:
+    return [line.split("\t") for line in result.output.splitlines() if line.count("\t") == 3]
+
+
+def test_create_admin_then_sign_in(cli_env: dict[str, str]) -> None:
+    result = run(
+        "create-admin", "--email", "Root@Example.com", "--name", "Root", "--password", "cli-password-1"
+    )
+    assert result.exit_code == 0, result.output
+    assert "root@example.com" in result.output
+    assert "cli-password-1" not in result.output
+
+    rows = listed(run("list"))
+    assert [row[1:] for row in rows] == [["administrador", "root@example.com", "Root"]]
+
+    app = create_app(load_settings(dict(os.environ)))
+    with TestClient(app=app) as client:
+        response = client.post("/login", json={"email": "root@example.com", "password": "cli-password-1"})
+        assert response.status_code == 200, response.text
+        headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        me = client.get("/users/me", headers=headers).json()
+        assert (me["email"], me["rol"], me["name"], str(me["id"])) == (
+            "root@example.com",
+            "administrador",
+            "Root",
+            rows[0][0],
+        )
+        assert client.get("/users", headers=headers).status_code == 200
+
+
+def test_create_admin_prompts_for_the_password(cli_env: dict[str, str]) -> None:
+    result = run("create-admin", input="ops@example.com\nprompted-password\nprompted-password\n")
+    assert result.exit_code == 0, result.output
+    assert "prompted-password" not in result.output  # hidden input is not echoed
+    assert [row[2] for row in listed(run("list"))] == ["ops@example.com"]
+
+
+def test_create_admin_refuses_bad_input_and_duplicates(cli_env: dict[str, str]) -> None:
+    assert run("create-admin", "--email", "a@example.com", "--password", "first-password").exit_code == 0
+    for args in (
+        ["--email", "A@example.com", "--password", "second-password"],  # duplicate, case-insensitively
+        ["--email", "b@example.com", "--password", "short"],
+        ["--email", "b@example.com", "--password", "é" * 37],  # 74 bytes
+        ["--email", "not-an-email", "--password", "long-enough-1"],
+    ):
+        result = run("create-admin", *args)
+        assert result.exit_code != 0, (args, result.output)
+        assert "Traceback" not in result.output
+    assert [row[2] for row in listed(run("list"))] == ["a@example.com"]
+
+
+def test_users_commands_are_registered_with_the_litestar_cli(cli_env: dict[str, Any]) -> None:
+    from litestar.cli.main import litestar_group
+
+    result = CliRunner().invoke(litestar_group, ["--app", "app:create_app", "users", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "create-admin" in result.output
+    assert "list" in result.output
