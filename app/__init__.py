@@ -13,10 +13,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
-from litestar.logging.config import StructLoggingConfig
-from litestar.middleware.logging import LoggingMiddlewareConfig
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -37,6 +34,7 @@ from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.errors import exception_handlers
 from app.health import health
+from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
 from app.runtime import RUNTIME_STATE_KEY, provide_runtime
 from app.security import client_address
@@ -84,18 +82,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         identifier_for_request=client_address,
         store="rate_limit",
     )
-    logging = StructlogPlugin(
-        config=StructlogConfig(
-            structlog_logging_config=StructLoggingConfig(
-                log_exceptions="debug" if settings.debug else "never"
-            ),
-            # Method, path and status only: bodies hold passwords and query strings may hold tokens.
-            middleware_logging_config=LoggingMiddlewareConfig(
-                request_log_fields=["method", "path"], response_log_fields=["status_code"]
-            ),
-            enable_middleware_logging=True,
-        )
-    )
+    install_redaction()
+    logging = create_logging_plugin(debug=settings.debug, level=settings.log_level)
     docs_assets = create_static_files_router(
         path=SCALAR_ASSETS_PATH,
         directories=[Path(SCALAR_ASSETS_DIR)],

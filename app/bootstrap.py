@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings, jwt_secret
 from app.db import WriteGate, create_alchemy_config, create_engine
 from app.domain.realtime.subscribers import CutOffSubscriber
+from app.domain.users.principals import PrincipalCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
 from app.runtime import Runtime
 from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_auth
@@ -68,12 +69,14 @@ def create_runtime(
     exclude: list[str],
 ) -> tuple[Runtime, VMSJWTAuth]:
     ttl = timedelta(minutes=settings.token_ttl_minutes)
+    principals = PrincipalCache(enabled=not settings.redis_url)
     jwt_auth = create_jwt_auth(
         secret=jwt_secret(settings),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl=ttl,
         session_maker=session_maker,
+        principals=principals,
         exclude=exclude,
     )
     runtime = Runtime(
@@ -84,6 +87,7 @@ def create_runtime(
         tokens=TokenService(
             auth=jwt_auth, ttl=ttl, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         ),
+        principals=principals,
     )
     return runtime, jwt_auth
 

@@ -46,6 +46,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # Sessions always end their transaction before returning a connection, so the pool's own
+            # reset is a second ROLLBACK, and on aiosqlite every statement is a round trip to a thread.
+            pool_reset_on_return=None,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

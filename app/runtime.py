@@ -6,6 +6,7 @@ from litestar.datastructures import State
 
 from app.config import Settings
 from app.db import WriteGate
+from app.domain.users.principals import PrincipalCache
 from app.events import EventPublisher
 from app.security import LoginThrottle, PasswordHasher, TokenService
 
@@ -15,7 +16,7 @@ RUNTIME_STATE_KEY = "runtime"
 class Runtime:
     # A plain class on purpose: Litestar validates injected values with msgspec, which would try to
     # introspect a dataclass's fields (and everything they reference) on every request.
-    __slots__ = ("events", "hasher", "login_throttle", "settings", "tokens", "write_gate")
+    __slots__ = ("events", "hasher", "login_throttle", "principals", "settings", "tokens", "write_gate")
 
     def __init__(
         self,
@@ -25,12 +26,14 @@ class Runtime:
         write_gate: WriteGate,
         events: EventPublisher,
         tokens: TokenService,
+        principals: PrincipalCache,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
         self.write_gate = write_gate
         self.events = events
         self.tokens = tokens
+        self.principals = principals
         self.login_throttle = LoginThrottle(settings.login_rate_limit)
 
 

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
 from app.domain.users.models import User
+from app.domain.users.principals import PrincipalCache
 
 if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
@@ -159,17 +160,19 @@ def create_jwt_auth(
     audience: str,
     ttl: timedelta,
     session_maker: async_sessionmaker[AsyncSession],
+    principals: PrincipalCache,
     exclude: list[str],
 ) -> VMSJWTAuth:
     async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
-        # The role and token version come from the database on every request, never from the token, so a
-        # demotion, password change or deletion takes effect at once.
+        # The role and token version come from the database (or a cache invalidated on every user change),
+        # never from the token, so a demotion, password change or deletion takes effect at once.
         try:
             user_id = int(token.sub)
         except ValueError:
             return None
-        async with session_maker() as session:
-            user = await session.get(User, user_id)
+        if not 0 < user_id < 2**63:
+            return None
+        user = await principals.load(session_maker, user_id)
         if user is None or token.extras.get("ver") != user.token_version:
             return None
         return user

@@ -98,6 +98,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             except SAIntegrityError as exc:
                 raise ConflictException(EMAIL_TAKEN) from exc
             await self.repository.session.refresh(user)
+            after_commit.append(lambda: self.runtime.principals.invalidate(user_id))
             after_commit.append(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
         return user
 
@@ -109,6 +110,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             snapshot = to_read(user)
             await self.repository.session.delete(user)
             await self.repository.session.flush()
+            after_commit.append(lambda: self.runtime.principals.invalidate(user_id))
             after_commit.append(self.runtime.events.user_event("user_deleted", snapshot, actor.id))
 
     async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:
