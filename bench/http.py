@@ -1,4 +1,4 @@
-"""HTTP benchmark: read, list, write, login storm, ceiling and memory, one worker, SQLite, production settings.
+"""HTTP benchmark: read, list, write, login storm, ceiling, memory; one worker, SQLite, production settings.
 
     uv run python -m bench http [--duration 10] [--vms 10000]
 
@@ -59,11 +59,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(factory: str, env: dict[str, str], workdir: Path) -> Iterator[Server]:
+def serve(factory: str, env: dict[str, str], workdir: Path, workers: int = 1) -> Iterator[Server]:
     port = free_port()
     log = (workdir / f"server-{port}.log").open("w")
+    worker_options = ["--workers", str(workers)] if workers > 1 else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port), *UVICORN_OPTIONS],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--port",
+            str(port),
+            *UVICORN_OPTIONS,
+            *worker_options,
+        ],
         cwd=PROJECT_ROOT,
         env={**os.environ, **env},
         stdout=log,
@@ -154,7 +165,8 @@ end
 LIST_SCRIPT = """
 local token = os.getenv("TOKEN")
 request = function()
-  return wrk.format("GET", "/vms?limit=100&offset=" .. math.random(0, 9800), {["Authorization"] = "Bearer " .. token})
+  local path = "/vms?limit=100&offset=" .. math.random(0, 9800)
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. token})
 end
 """
 
