@@ -246,7 +246,7 @@ class _Server(uvicorn.Server):
 async def run_server(app: Litestar) -> AsyncIterator[LiveServer]:
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets", lifespan="on"
+        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

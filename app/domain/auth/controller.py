@@ -107,5 +107,8 @@ class AuthController(Controller):
         summary="Revoke the token used for this request",
         responses=responses_for(401),
     )
-    async def logout(self, request: Request[User, Token, Any]) -> None:
+    async def logout(self, request: Request[User, Token, Any], runtime: NamedDependency[Runtime]) -> None:
         await revoke_token(request.app.stores.get(REVOKED_TOKENS_STORE), request.auth)
+        if isinstance(request.auth.jti, str):
+            # Every worker closes the WebSockets opened with this token (app/domain/realtime/connections.py).
+            runtime.events.token_revoked(request.auth.jti)

@@ -1,8 +1,11 @@
 """Open sockets by user, so a deleted user, a changed password or role, or a logout closes them at once.
 
-One background subscriber per process watches the ``users`` channel (which, on Redis, carries the events
-of every worker) and an internal ``revocations`` channel fed by ``/logout``; each open socket is
-re-checked against the database when its user changes.
+The registry reads the ``users`` channel (which, on Redis, carries the events of every worker) and an
+internal ``revocations`` channel fed by ``/logout`` *inline*: the channels plugin calls it synchronously
+while it distributes an event, before any socket's sending task can run. So a socket whose user was just
+deleted or demoted is marked revoked before it could be sent that event or any later one, and a socket
+whose user changed in a way only the database knows (the token version, bumped by a password change) holds
+its next event until the database has been checked.
 """
 
 from __future__ import annotations
@@ -15,28 +18,60 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
+from litestar.channels.subscriber import Subscriber
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.domain.users.models import User
+from app.domain.realtime.subscribers import CutOffSubscriber
+from app.domain.users.models import ROLE_ADMIN, User
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL
+
+log = structlog.get_logger("vms.realtime")
 
 
 @dataclass(eq=False)
 class Registration:
+    """One open socket: whose it is, what its token was issued under, and how to end it."""
+
     user_id: int
     jti: str | None
     token_version: Any
     admin_only: bool
-    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+    on_revoke: Callable[[], None]
+    revoked: bool = False
+    recheck: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def revoke(self) -> None:
+        if not self.revoked:
+            self.revoked = True
+            self.on_revoke()
+
+    async def may_send(self) -> bool:
+        """Whether the next event may go out; waits for a database re-check of this user in progress."""
+        task = self.recheck
+        if task is not None and not self.revoked:
+            # Shielded: the check is shared by the user's sockets, and this one may be closing.
+            await asyncio.shield(task)
+            if self.recheck is task:
+                self.recheck = None
+        return not self.revoked
+
+
+class _UserRef(msgspec.Struct):
+    id: int
+    rol: str | None = None
 
 
 class _Envelope(msgspec.Struct):
     event: str | None = None
-    user: dict[str, Any] | None = None
+    user: _UserRef | None = None
     jti: str | None = None
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
 
 
 class ConnectionRegistry:
@@ -44,15 +79,19 @@ class ConnectionRegistry:
         self._channels = channels
         self._session_maker = session_maker
         self._by_user: dict[int, set[Registration]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._subscriber: Subscriber | None = None
+        self._rechecks: set[asyncio.Task[None]] = set()
 
-    def add(self, socket: WebSocket[Any, Token, Any], *, admin_only: bool) -> Registration:
+    def add(
+        self, socket: WebSocket[Any, Token, Any], *, admin_only: bool, on_revoke: Callable[[], None]
+    ) -> Registration:
         token = socket.auth
         registration = Registration(
             user_id=socket.user.id,
             jti=token.jti if isinstance(token.jti, str) else None,
             token_version=token.extras.get("ver"),
             admin_only=admin_only,
+            on_revoke=on_revoke,
         )
         self._by_user[registration.user_id].add(registration)
         return registration
@@ -69,42 +108,70 @@ class ConnectionRegistry:
 
     async def start(self) -> None:
         subscriber = await self._channels.subscribe([USERS_CHANNEL, REVOCATIONS_CHANNEL])
-        self._task = asyncio.create_task(self._watch(subscriber.iter_events))
+        if not isinstance(subscriber, CutOffSubscriber):
+            raise TypeError("the channels plugin must use CutOffSubscriber (see app.bootstrap)")
+        subscriber.handle_inline(self._on_event)
+        self._subscriber = subscriber
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._subscriber is not None:
+            await self._channels.unsubscribe(self._subscriber)
+            self._subscriber = None
+        for task in list(self._rechecks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._rechecks)
 
-    async def _watch(self, events: Callable[[], Any]) -> None:
-        decoder = msgspec.json.Decoder(_Envelope)
-        async for payload in events():
-            try:
-                envelope = decoder.decode(payload)
-            except msgspec.DecodeError:
-                continue
+    def _on_event(self, payload: bytes) -> None:
+        # Runs inside the channels plugin's distribution loop: it must neither block nor raise.
+        try:
+            envelope = _decode_envelope(payload)
+        except msgspec.DecodeError:
+            return
+        try:
             if envelope.jti is not None:
-                self._revoke_jti(envelope.jti)
-            elif (
-                envelope.user is not None
-                and isinstance(user_id := envelope.user.get("id"), int)
-                and user_id in self._by_user
-            ):
-                await self._recheck(user_id, deleted=envelope.event == "user_deleted")
+                self._revoke_token(envelope.jti)
+            elif envelope.user is not None and envelope.user.id in self._by_user:
+                self._user_changed(envelope.user, deleted=envelope.event == "user_deleted")
+        except Exception:
+            log.exception("realtime access bookkeeping failed", event=envelope.event)
 
-    def _revoke_jti(self, jti: str) -> None:
+    def _revoke_token(self, jti: str) -> None:
         for sockets in self._by_user.values():
             for registration in sockets:
                 if registration.jti == jti:
-                    registration.revoked.set()
+                    registration.revoke()
 
-    async def _recheck(self, user_id: int, *, deleted: bool) -> None:
-        user: User | None = None
-        if not deleted:
+    def _user_changed(self, user: _UserRef, *, deleted: bool) -> None:
+        registrations = list(self._by_user[user.id])
+        if deleted:
+            for registration in registrations:
+                registration.revoke()
+            return
+        if user.rol is not None and user.rol != ROLE_ADMIN:
+            for registration in registrations:
+                if registration.admin_only:
+                    registration.revoke()
+        # The token version is not in the event: hold these sockets' next event until the database says.
+        task = asyncio.get_running_loop().create_task(self._recheck(user.id))
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+        for registration in registrations:
+            if not registration.revoked:
+                registration.recheck = task
+
+    async def _recheck(self, user_id: int) -> None:
+        try:
             async with self._session_maker() as session:
-                user = await session.get(User, user_id)
+                user = await session.get(User, user_id, populate_existing=True)
+        except Exception:
+            # Fail closed: the client can reconnect, and is then authenticated afresh.
+            log.exception("realtime access re-check failed; closing the user's sockets", user_id=user_id)
+            user = None
         for registration in list(self._by_user.get(user_id, ())):
-            stale = user is None or user.token_version != registration.token_version
-            if stale or (registration.admin_only and not user.is_admin):  # type: ignore[union-attr]
-                registration.revoked.set()
+            if (
+                user is None
+                or user.token_version != registration.token_version
+                or (registration.admin_only and not user.is_admin)
+            ):
+                registration.revoke()

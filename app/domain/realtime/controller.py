@@ -1,7 +1,15 @@
 """``/ws/vms`` (any signed-in user) and ``/ws/users`` (administradores): change events as JSON text frames.
 
 The token comes from the ``Authorization`` header or, for browsers, ``?token=``; the authentication
-middleware and the guards run before the handshake is accepted, so a bad token gets nothing.
+middleware and the guards run before the handshake is accepted, so a bad token gets nothing. The socket is
+subscribed before the handshake completes, so a client that has connected misses no later event.
+
+A connection ends when the client goes away (no close frame needed), or with a close code: 1008 when its
+token expires or is revoked (logout, password or role change, deleted user), 1013 when the client has fallen
+``ws_backlog`` events behind.
+
+Each connection costs two tasks (the sender and the reader) plus the handler itself: the other reasons to
+end it are plain callbacks resolving one future, so an idle listener stays cheap.
 """
 
 from __future__ import annotations
@@ -17,12 +25,32 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.security.jwt import Token
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
+from litestar.types.asgi_types import WebSocketSendEvent
 
 from app.domain.realtime.connections import ConnectionRegistry
+from app.domain.realtime.subscribers import CutOffSubscriber
 from app.events import USERS_CHANNEL, VMS_CHANNEL
 from app.security import requires_admin, requires_user
 
 WS_1013_TRY_AGAIN_LATER = 1013
+CLOSE_TIMEOUT = 10.0
+"""Seconds to wait for a close frame to be written; a client that never reads never frees room for it."""
+
+Ending = tuple[int, str] | None
+"""How a connection ends: a close code and reason, or None when the client has already gone."""
+
+
+class _Outcome:
+    """The first reason to end a connection wins; later ones are ignored."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+
+    def end(self, ending: Ending = None) -> None:
+        if not self.future.done():
+            self.future.set_result(ending)
 
 
 async def _stream(
@@ -33,45 +61,55 @@ async def _stream(
     admin_only: bool,
 ) -> None:
     registry: ConnectionRegistry = socket.app.state.ws_connections
-    await socket.accept()
+    outcome = _Outcome()
     subscriber = await channels.subscribe([channel])
-    registration = registry.add(socket, admin_only=admin_only)
-    send_failed = asyncio.Event()
+    registration = registry.add(
+        socket,
+        admin_only=admin_only,
+        on_revoke=lambda: outcome.end((WS_1008_POLICY_VIOLATION, "token revoked")),
+    )
+    if isinstance(subscriber, CutOffSubscriber):
+        subscriber.when_overflowed(lambda: outcome.end((WS_1013_TRY_AGAIN_LATER, "too far behind")))
+    seconds_left = (socket.auth.exp - datetime.now(UTC)).total_seconds()
+    expiry = asyncio.get_running_loop().call_later(
+        max(seconds_left, 0), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
+    )
 
     async def forward(payload: bytes) -> None:
+        # Checked inline first: this runs once per event per listener, and is nearly always a no-op.
+        if (registration.recheck is not None or registration.revoked) and not await registration.may_send():
+            return
         try:
-            await socket.send_text(payload.decode())
-        except Exception:  # the peer vanished mid-send; the wait below ends the connection
-            send_failed.set()
+            await socket.send(WebSocketSendEvent(type="websocket.send", text=payload.decode(), bytes=None))
+        except Exception:  # the peer vanished mid-send
+            outcome.end()
 
     async def read_until_closed() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                await socket.receive_data(mode="text")
+        # Nothing is expected from the client; reading is how its departure is noticed.
+        try:
+            while (await socket.receive())["type"] != "websocket.disconnect":
+                pass
+        except WebSocketDisconnect:
+            pass
+        finally:
+            outcome.end()
 
-    seconds_left = (socket.auth.exp - datetime.now(UTC)).total_seconds()
-    waits = {
-        asyncio.ensure_future(read_until_closed()): None,
-        asyncio.ensure_future(send_failed.wait()): None,
-        asyncio.ensure_future(subscriber.overflowed.wait()): (WS_1013_TRY_AGAIN_LATER, "too far behind"),  # type: ignore[attr-defined]
-        asyncio.ensure_future(asyncio.sleep(max(seconds_left, 0))): (
-            WS_1008_POLICY_VIOLATION,
-            "token expired",
-        ),
-        asyncio.ensure_future(registration.revoked.wait()): (WS_1008_POLICY_VIOLATION, "token revoked"),
-    }
+    reader: asyncio.Task[None] | None = None
     try:
+        await socket.accept()
+        reader = asyncio.create_task(read_until_closed())
         async with subscriber.run_in_background(forward, join=False):
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        reason = waits[next(iter(done))]
-        if reason is not None:
-            with contextlib.suppress(Exception):
-                await socket.close(code=reason[0], reason=reason[1])
+            ending = await outcome.future
     finally:
-        for task in waits:
-            task.cancel()
+        expiry.cancel()
+        if reader is not None:
+            reader.cancel()
         registry.remove(registration)
         await channels.unsubscribe(subscriber)
+    if ending is not None:
+        # Resources are released already; a client that never reads only delays its close frame.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(socket.close(code=ending[0], reason=ending[1]), CLOSE_TIMEOUT)
 
 
 @websocket("/ws/vms", guards=[requires_user])

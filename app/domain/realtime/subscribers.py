@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from litestar.channels.subscriber import Subscriber
 
 
 class CutOffSubscriber(Subscriber):
-    """Bounded backlog; a full backlog marks the subscriber ``overflowed`` instead of dropping events.
+    """Bounded backlog; a full backlog calls the ``on_overflow`` callback instead of dropping events.
 
     Every listener must get every event in order, so a listener that cannot keep up is disconnected (it can
     reconnect and reload) instead of receiving a stream with holes. Its bounded queue also bounds the
     server's memory, and since the channels plugin only ever calls ``put_nowait``, it never slows the
     publisher or the other listeners.
+
+    A subscriber can instead :meth:`handle_inline`: its callback then runs synchronously inside the plugin's
+    distribution loop, before any other subscriber's task sees the event (used for access bookkeeping).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.overflowed = asyncio.Event()
+        self.overflowed = False
+        self._on_overflow: Callable[[], None] | None = None
+        self._inline: Callable[[bytes], None] | None = None
+
+    def when_overflowed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the backlog overflows; the subscriber accepts nothing after that."""
+        self._on_overflow = callback
+        if self.overflowed:
+            callback()
+
+    def handle_inline(self, callback: Callable[[bytes], None]) -> None:
+        """Hand every event to ``callback`` at once, with no queue. ``callback`` must not block or raise."""
+        self._inline = callback
 
     def put_nowait(self, item: bytes | None) -> bool:
-        if self.overflowed.is_set():
+        if self._inline is not None and item is not None:
+            self._inline(item)
+            return True
+        if self.overflowed:
             return False
-        accepted = super().put_nowait(item)
-        if not accepted:
-            self.overflowed.set()
-        return accepted
+        if super().put_nowait(item):
+            return True
+        self.overflowed = True
+        if self._on_overflow is not None:
+            self._on_overflow()
+        return False
 
     async def put(self, item: bytes | None) -> None:
         # The plugin puts the end-of-stream marker with ``put`` on unsubscribe; on a full queue that would
