@@ -200,13 +200,14 @@ def create_jwt_auth(
     )
 
 
-def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+# Guards are coroutines: Litestar runs a plain function guard in a worker thread, a hop per request.
+async def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     user = connection.user
     if not isinstance(user, User) or not user.is_admin:
         raise PermissionDeniedException("This action requires the administrador role")
 
 
-def requires_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if not isinstance(connection.user, User):
         raise NotAuthorizedException("Not authenticated: send 'Authorization: Bearer <token>'")
 
