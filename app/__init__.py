@@ -12,7 +12,7 @@ import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.static_files import create_static_files_router
@@ -34,6 +34,7 @@ from app.domain.realtime.controller import user_events, vm_events
 from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.errors import exception_handlers
+from app.headers import add_security_headers
 from app.health import health
 from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
@@ -43,17 +44,6 @@ from app.security import client_address
 __version__ = "0.1.0"
 log = structlog.get_logger("vms")
 
-# The docs page runs Scalar from /docs/assets; everything else is JSON, so nothing else needs more.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-SECURITY_HEADERS = [
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(name="Referrer-Policy", value="no-referrer"),
-    ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
-]
 PUBLIC_PATHS = ["^/login$", "^/health$", "^/docs"]
 
 
@@ -110,13 +100,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({RUNTIME_STATE_KEY: runtime, "ws_connections": connections}),
         plugins=[SQLAlchemyPlugin(config=alchemy), channels, logging, UsersCLIPlugin()],
         middleware=[login_rate_limit.middleware, jwt_auth.middleware],
+        before_send=[add_security_headers],
         stores=create_stores(settings),
         openapi_config=create_openapi_config(
             use_cdn=settings.docs_cdn, version=__version__, components=[jwt_auth.openapi_components]
         ),
         security=[jwt_auth.security_requirement],
         exception_handlers=exception_handlers,
-        response_headers=SECURITY_HEADERS,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         request_max_body_size=settings.max_body_bytes,
         on_startup=[on_startup],
