@@ -4,16 +4,18 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from app.domain.users.schemas import NO_NUL
+
 
 class LoginRequest(Struct, kw_only=True):
-    email: Annotated[str, Meta(min_length=1, max_length=254, examples=["admin@example.com"])]
+    email: Annotated[str, Meta(min_length=1, max_length=254, pattern=NO_NUL, examples=["admin@example.com"])]
     password: Annotated[str, Meta(min_length=1, max_length=1024, examples=["correct horse battery"])]
 
 
 class OAuth2PasswordForm(Struct, kw_only=True):
     """The OAuth2 password grant form (``username`` is the email)."""
 
-    username: Annotated[str, Meta(min_length=1, max_length=254)]
+    username: Annotated[str, Meta(min_length=1, max_length=254, pattern=NO_NUL)]
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
     grant_type: Literal["password"] | None = None
     scope: Annotated[str, Meta(max_length=1024)] | None = None

@@ -10,7 +10,7 @@ from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import ROLE_ADMIN, User
-from app.domain.users.schemas import Role, UserCreate, UserRead, UserUpdate
+from app.domain.users.schemas import NO_NUL, Role, UserCreate, UserRead, UserUpdate
 from app.domain.users.services import UserService, to_read
 from app.errors import strict_json_body
 from app.openapi import responses_for
@@ -58,14 +58,19 @@ class UserController(Controller):
         page: NamedDependency[LimitOffset],
         rol: Annotated[Role | None, Parameter(description="Only users with this role.")] = None,
         q: Annotated[
-            str | None, Parameter(max_length=100, description="Search in name and email (case-insensitive).")
+            str | None,
+            Parameter(
+                max_length=100, pattern=NO_NUL, description="Search in name and email (case-insensitive)."
+            ),
         ] = None,
         sort: Annotated[UserSort, Parameter(description="Sort field.")] = "id",
         order: Annotated[SortOrder, Parameter(description="Sort direction.")] = "asc",
     ) -> Response[list[UserRead]]:
         filters: list[StatementFilter] = [page, *order_filters(sort, order)]
         if q:
-            filters.append(SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True))
+            filters.append(
+                SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True, escape_wildcards=True)
+            )
         extra: dict[str, Any] = {"rol": rol} if rol else {}
         items, total = await users.get_many_and_count(*filters, **extra)
         return page_response([to_read(user) for user in items], total)

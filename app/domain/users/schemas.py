@@ -9,14 +9,17 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 Role = Literal["administrador", "cliente"]
-Name = Annotated[str, Meta(min_length=1, max_length=100, examples=["Ada Lovelace"])]
+# PostgreSQL text cannot hold U+0000; refusing it here keeps both engines alike and the error a 400.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["Ada Lovelace"])]
 # Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is not our business.
 Email = Annotated[
     str,
     Meta(
         min_length=3,
         max_length=254,
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        # Spelled out rather than \s, which means different things in Python and in JSON Schema regexes.
+        pattern=r"^[^@ \t\n\r\f\v\x00]+@[^@ \t\n\r\f\v\x00]+\.[^@ \t\n\r\f\v\x00]+$",
         examples=["ada@example.com"],
         description="Unique, compared case-insensitively; stored lower-cased.",
     ),

@@ -11,6 +11,7 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import User
+from app.domain.users.schemas import NO_NUL
 from app.domain.vms.schemas import VMCreate, VMRead, VMStatus, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
 from app.errors import strict_json_body
@@ -68,17 +69,21 @@ class VMController(Controller):
         page: NamedDependency[LimitOffset],
         status: Annotated[VMStatus | None, Parameter(description="Only VMs in this status.")] = None,
         os: Annotated[
-            str | None, Parameter(min_length=1, max_length=100, description="Only VMs with exactly this OS.")
+            str | None,
+            Parameter(
+                min_length=1, max_length=100, pattern=NO_NUL, description="Only VMs with exactly this OS."
+            ),
         ] = None,
         q: Annotated[
-            str | None, Parameter(max_length=100, description="Search in the name (case-insensitive).")
+            str | None,
+            Parameter(max_length=100, pattern=NO_NUL, description="Search in the name (case-insensitive)."),
         ] = None,
         sort: Annotated[VMSort, Parameter(description="Sort field.")] = "id",
         order: Annotated[SortOrder, Parameter(description="Sort direction.")] = "asc",
     ) -> Response[list[VMRead]]:
         filters: list[StatementFilter] = [page, *order_filters(sort, order)]
         if q:
-            filters.append(SearchFilter(field_name="name", value=q, ignore_case=True))
+            filters.append(SearchFilter(field_name="name", value=q, ignore_case=True, escape_wildcards=True))
         extra: dict[str, Any] = {}
         if status:
             extra["status"] = status

@@ -7,9 +7,11 @@ from typing import Annotated, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.domain.users.schemas import NO_NUL
+
 VMStatus = Literal["provisioning", "running", "stopped", "paused", "error"]
-VMName = Annotated[str, Meta(min_length=1, max_length=100, examples=["web-01"])]
-OSName = Annotated[str, Meta(min_length=1, max_length=100, examples=["Debian 12"])]
+VMName = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["web-01"])]
+OSName = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["Debian 12"])]
 Cores = Annotated[int, Meta(ge=1, le=1024, examples=[4])]
 RamMB = Annotated[int, Meta(ge=1, le=16_777_216, description="RAM in MB", examples=[8192])]
 DiskGB = Annotated[int, Meta(ge=1, le=1_048_576, description="Disk in GB", examples=[100])]
