@@ -36,6 +36,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _skip_idle_rollbacks(engine: AsyncEngine) -> None:
+    """Skip the ROLLBACK that ends a read-only session on SQLite.
+
+    Python's sqlite3 opens a transaction only before a write, so after a read there is nothing to roll back,
+    yet SQLAlchemy still calls ``rollback()``, and aiosqlite turns every call into a round trip to its
+    thread (measured: one of the five hand-offs of ``GET /vms/{id}``). ``in_transaction`` is a flag read
+    that is safe from any thread.
+    """
+    dialect = engine.sync_engine.dialect
+    do_rollback = dialect.do_rollback
+
+    def rollback_if_needed(dbapi_connection: Any) -> None:
+        raw = getattr(getattr(dbapi_connection, "_connection", None), "_conn", None)
+        if raw is None or raw.in_transaction:
+            do_rollback(dbapi_connection)
+
+    dialect.do_rollback = rollback_if_needed  # type: ignore[method-assign]
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         path = settings.sqlite_path
@@ -51,6 +70,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_reset_on_return=None,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _skip_idle_rollbacks(engine)
         return engine
     return create_async_engine(
         settings.database_url,
