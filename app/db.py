@@ -20,6 +20,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session, create_async_engine
 
+from app import sqlite_fastpath
 from app.config import PROJECT_ROOT, Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -71,6 +72,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         _skip_idle_rollbacks(engine)
+        sqlite_fastpath.install(engine)
         return engine
     return create_async_engine(
         settings.database_url,

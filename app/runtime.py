@@ -37,6 +37,10 @@ class Runtime:
         self.login_throttle = LoginThrottle(settings.login_rate_limit)
 
 
-def provide_runtime(state: State) -> Runtime:
+def runtime_of(state: State) -> Runtime:
     runtime: Runtime = state[RUNTIME_STATE_KEY]
     return runtime
+
+
+def provide_runtime(state: State) -> Runtime:
+    return runtime_of(state)

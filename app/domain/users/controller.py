@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import JSONBody, Parameter
@@ -22,16 +23,16 @@ from app.pagination import (
     provide_limit_offset,
     total_count_header,
 )
-from app.runtime import Runtime
+from app.runtime import Runtime, runtime_of
 from app.security import AUTH_OPTIONAL, requires_admin, requires_user
 
 UserSort = Literal["id", "name", "email", "rol", "created_at", "updated_at"]
 
 
-async def provide_user_service(
-    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
-) -> UserService:
-    return UserService(session=db_session, runtime=runtime)
+async def provide_user_service(db_session: NamedDependency[AsyncSession], state: State) -> UserService:
+    # The runtime comes from ``state`` rather than as a second dependency: Litestar resolves sibling
+    # dependencies concurrently in an anyio task group, which cost more than the whole database read.
+    return UserService(session=db_session, runtime=runtime_of(state))
 
 
 def _ensure_self_or_admin(caller: User, user_id: int) -> None:
