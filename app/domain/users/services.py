@@ -58,8 +58,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         password_hash = await self.runtime.hasher.hash(data.password)
         async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
             try:
+                # Every column is known after the INSERT (ids come back with it): no refresh round trip.
                 user = await self.repository.add(
-                    User(name=data.name, email=data.email, rol=data.rol, password_hash=password_hash)
+                    User(name=data.name, email=data.email, rol=data.rol, password_hash=password_hash),
+                    auto_refresh=False,
                 )
             except (DuplicateKeyError, IntegrityError) as exc:
                 raise ConflictException(EMAIL_TAKEN) from exc
@@ -97,7 +99,6 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
                 raise ConflictException(EMAIL_TAKEN) from exc
-            await self.repository.session.refresh(user)
             after_commit.append(lambda: self.runtime.principals.invalidate(user_id))
             after_commit.append(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
         return user

@@ -54,7 +54,8 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
 
     async def create_vm(self, data: VMCreate, actor: User) -> VirtualMachine:
         async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
-            vm = await self.repository.add(VirtualMachine(**msgspec.structs.asdict(data)))
+            # Every column is known after the INSERT (ids come back with it): no refresh round trip.
+            vm = await self.repository.add(VirtualMachine(**msgspec.structs.asdict(data)), auto_refresh=False)
             after_commit.append(self.runtime.events.vm_event("vm_created", to_read(vm), actor.id))
         return vm
 
