@@ -34,7 +34,7 @@ from app.domain.realtime.controller import user_events, vm_events
 from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.errors import exception_handlers
-from app.headers import add_security_headers
+from app.headers import add_security_headers, complete_allow_header
 from app.health import health
 from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def on_shutdown(app: Litestar) -> None:
         await connections.stop()
         runtime.hasher.close()
+        await engine.dispose()
 
     login_rate_limit = RateLimitConfig(
         rate_limit=("minute", settings.login_rate_limit),
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({RUNTIME_STATE_KEY: runtime, "ws_connections": connections}),
         plugins=[SQLAlchemyPlugin(config=alchemy), channels, logging, UsersCLIPlugin()],
         middleware=[login_rate_limit.middleware, jwt_auth.middleware],
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, complete_allow_header],
         stores=create_stores(settings),
         openapi_config=create_openapi_config(
             use_cdn=settings.docs_cdn, version=__version__, components=[jwt_auth.openapi_components]

@@ -65,6 +65,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=0,
+            hide_parameters=True,  # a failed statement's log line must not carry a password hash
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             # Sessions always end their transaction before returning a connection, so the pool's own
             # reset is a second ROLLBACK, and on aiosqlite every statement is a round trip to a thread.
@@ -79,6 +80,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,  # a failed statement's log line must not carry a password hash
     )
 
 

@@ -15,6 +15,7 @@ from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError, NotF
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_429_TOO_MANY_REQUESTS,
@@ -129,8 +130,14 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     return _response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
 
 
+def nesting_handler(_: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # msgspec raises RecursionError past ~1000 levels of JSON nesting (a 2 KB body): a client error.
+    return _response(HTTP_400_BAD_REQUEST, "Invalid request: JSON nested too deeply")
+
+
 exception_handlers: ExceptionHandlersMap = {
     ValidationException: validation_handler,
+    RecursionError: nesting_handler,
     HTTPException: http_exception_handler,
     RepositoryError: repository_handler,
     SAIntegrityError: integrity_handler,

@@ -7,6 +7,7 @@ hook sees every message the app sends, so the headers are added there.
 
 from __future__ import annotations
 
+from litestar.datastructures import MutableScopeHeaders
 from litestar.types import Message, Scope
 
 # The docs page runs Scalar from /docs/assets; everything else is JSON, so nothing else needs more.
@@ -27,3 +28,17 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
         present = {name.lower() for name, _ in message.get("headers", [])}
         extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
         message["headers"] = [*message.get("headers", []), *extra]
+
+
+async def complete_allow_header(message: Message, scope: Scope) -> None:
+    """Litestar 2 answers OPTIONS with the first-registered handler's methods only (litestar#4169)."""
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    handler = scope.get("route_handler")
+    if "allow" not in headers or handler is None:
+        return
+    routes = scope["litestar_app"].route_handler_method_map
+    methods = {method for path in handler.paths for method in routes.get(path, {})}
+    if methods:
+        headers["Allow"] = ", ".join(sorted(methods))

@@ -24,7 +24,12 @@ total_count_header = ResponseHeader(
 
 SortOrder = Literal["asc", "desc"]
 # Ids are BIGINT on PostgreSQL: anything larger is refused before it reaches the database.
-ResourceId = Annotated[int, Parameter(ge=1, le=2**63 - 1, description="Resource id.")]
+MAX_ID = 2**63 - 1
+# Litestar writes `le` into the schema as a float, and float(2**63 - 1) == 2**63: say it exactly.
+ResourceId = Annotated[
+    int,
+    Parameter(ge=1, le=MAX_ID, description="Resource id.", schema_extra={"minimum": 1, "maximum": MAX_ID}),
+]
 
 
 def provide_limit_offset(

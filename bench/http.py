@@ -59,7 +59,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(factory: str, env: dict[str, str], workdir: Path, workers: int = 1) -> Iterator[Server]:
+def serve(
+    factory: str, env: dict[str, str], workdir: Path, workers: int = 1, app_dir: Path = PROJECT_ROOT
+) -> Iterator[Server]:
     port = free_port()
     log = (workdir / f"server-{port}.log").open("w")
     worker_options = ["--workers", str(workers)] if workers > 1 else []
@@ -75,7 +77,7 @@ def serve(factory: str, env: dict[str, str], workdir: Path, workers: int = 1) ->
             *UVICORN_OPTIONS,
             *worker_options,
         ],
-        cwd=PROJECT_ROOT,
+        cwd=app_dir,
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -255,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--vms", type=int, default=10_000, help="VMs to load")
     parser.add_argument("--storm-clients", type=int, default=8)
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="measure the VMS code in this checkout (e.g. a git worktree of an older commit)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -280,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"ceiling: {ceiling.requests_per_second:,.0f} req/s", flush=True)
 
-        with serve("app:create_app", env, workdir) as server:
+        with serve("app:create_app", env, workdir, app_dir=args.app_dir) as server:
             token = login(server.url, ADMIN_EMAIL, ADMIN_PASSWORD)
             started = time.perf_counter()
             asyncio.run(load_vms(server.url, token, args.vms))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import secrets
+
 from advanced_alchemy.base import BigIntAuditBase
 from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -18,7 +20,11 @@ class User(BigIntAuditBase):
     password_hash: Mapped[str] = mapped_column(String(100))
     rol: Mapped[str] = mapped_column(String(20), index=True)
     # Bumped whenever earlier tokens must stop working (password or role change); tokens carry it.
-    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # It starts at a random value: SQLite reuses the highest deleted id, and a new account must not
+    # accept the tokens of the deleted one that had its id.
+    token_version: Mapped[int] = mapped_column(
+        Integer, default=lambda: secrets.randbelow(2**31 - 1), server_default="0"
+    )
 
     @property
     def is_admin(self) -> bool:
