@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     connections = ConnectionRegistry(channels, session_maker)
 
     async def on_startup(app: Litestar) -> None:
-        await anyio.to_thread.run_sync(run_migrations, settings, engine)
+        await anyio.to_thread.run_sync(run_migrations, alchemy)
         await ensure_configured_admin(runtime, session_maker)
         await connections.start()
 

@@ -10,13 +10,14 @@ from typing import Any
 import anyio
 import structlog
 from advanced_alchemy.alembic.commands import AlembicCommands
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings, jwt_secret
 from app.db import WriteGate, create_alchemy_config, create_engine
@@ -29,9 +30,9 @@ from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_au
 log = structlog.get_logger("vms.bootstrap")
 
 
-def run_migrations(settings: Settings, engine: AsyncEngine) -> None:
+def run_migrations(alchemy: SQLAlchemyAsyncConfig) -> None:
     """Bring the schema to head (blocking: call it from a thread)."""
-    AlembicCommands(sqlalchemy_config=create_alchemy_config(settings, engine)).upgrade("head")
+    AlembicCommands(sqlalchemy_config=alchemy).upgrade("head")
 
 
 def create_channels(settings: Settings) -> ChannelsPlugin:
@@ -116,7 +117,7 @@ async def ensure_configured_admin(runtime: Runtime, session_maker: async_session
 async def open_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, async_sessionmaker[AsyncSession]]]:
     """Everything a command-line action needs, outside the web app."""
     engine = create_engine(settings)
-    await anyio.to_thread.run_sync(run_migrations, settings, engine)
+    await anyio.to_thread.run_sync(run_migrations, create_alchemy_config(settings, engine))
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     channels = create_channels(settings)
     runtime, _ = create_runtime(settings, channels, session_maker, exclude=[])

@@ -11,6 +11,7 @@ commit order within a process while transactions run concurrently (row locks do 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -85,8 +86,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:
+    # Advanced Alchemy makes these keys unique per config by searching a class-wide registry
+    # recursively (key_1, key_2, ...), which overflows the stack after about a thousand apps in one
+    # process (the test suite builds one per test). Keys unique from the start skip that search.
+    suffix = uuid.uuid4().hex
     return SQLAlchemyAsyncConfig(
         engine_instance=engine,
+        session_scope_key=f"_vms_db_session_{suffix}",
+        engine_app_state_key=f"vms_db_engine_{suffix}",
+        session_maker_app_state_key=f"vms_session_maker_{suffix}",
         # Objects stay usable after commit so a handler can build its response without a reload.
         session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
         alembic_config=AlembicAsyncConfig(
