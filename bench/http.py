@@ -214,7 +214,14 @@ async def load_vms(url: str, token: str, count: int) -> None:
                     "disk": 50,
                     "os": "Debian 12",
                 }
-                response = await http.post("/vms", json=body)
+                for attempt in range(3):
+                    try:
+                        response = await http.post("/vms", json=body)
+                        break
+                    except httpx.TransportError:
+                        # A keep-alive connection the server closed just as it was reused: send again.
+                        if attempt == 2:
+                            raise
                 response.raise_for_status()
 
         await asyncio.gather(*(one(index) for index in range(count)))

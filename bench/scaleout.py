@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     "VMS_DATABASE_URL": f"{url}/{name}",
                     "VMS_REDIS_URL": REDIS_URL,
                     "VMS_REDIS_NAMESPACE": name,
-                    "VMS_DB_POOL_SIZE": "10",
+                    "VMS_DB_POOL_SIZE": "5",  # per worker, with as many overflow: 4 workers stay under PostgreSQL's 100
                 }
                 read, write = measure(env, workdir, workers=count, vms=args.vms, duration=args.duration)
                 results.append((f"PostgreSQL + Redis, {count} worker{'s' if count > 1 else ''}", read, write))
