@@ -22,6 +22,7 @@ from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
 from app.domain.users.models import User
 from app.domain.users.principals import PrincipalCache
+from app.domain.users.schemas import MAX_PASSWORD_BYTES
 
 if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 JWT_ALGORITHM = "HS256"
-MAX_PASSWORD_BYTES = 72  # bcrypt reads no more; longer passwords are refused at the schema
 REVOKED_TOKENS_STORE = "revoked_tokens"
 RUNTIME_KEY = "runtime"  # app.state key of the Runtime (kept here to avoid an import cycle)
 AUTH_OPTIONAL = "auth_optional"

@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,25 +69,32 @@ def require(kind: str) -> None:
 # ---------------------------------------------------------------- databases
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A database of this test session's own, dropped at the end, so runs can repeat and overlap."""
-    require("postgres")
-    name = f"vms_test_{uuid.uuid4().hex[:10]}"
+async def postgres_admin_sql(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
 
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+@contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """A database of its own (its asyncpg URL), dropped afterwards, so runs can repeat and overlap."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(postgres_admin_sql(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(postgres_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """The test session's PostgreSQL database."""
+    require("postgres")
+    with scratch_postgres_database("vms_test") as url:
+        yield url
 
 
 async def _truncate_postgres(url: str) -> None:

@@ -11,35 +11,30 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, POSTGRES_URL, REDIS_URL, decode, free_port, require
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    REDIS_URL,
+    decode,
+    free_port,
+    require,
+    scratch_postgres_database,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _admin_sql(sql: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 def shared_database() -> Iterator[str]:
     require("postgres")
     require("redis")
-    name = f"vms_mp_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    finally:
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_postgres_database("vms_mp") as url:
+        yield url
 
 
 @pytest.fixture

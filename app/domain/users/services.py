@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
+from advanced_alchemy.extensions.litestar.exception_handler import ConflictError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
-from litestar.status_codes import HTTP_409_CONFLICT
+from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,11 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, User
 from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
 from app.runtime import Runtime
-
-
-class ConflictException(ClientException):
-    status_code = HTTP_409_CONFLICT
-
 
 EMAIL_TAKEN = "A user with this email already exists"
 LAST_ADMIN = "The last administrador cannot be demoted or deleted"
@@ -50,7 +45,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
     async def authenticate(self, email: str, password: str) -> User | None:
         """The user for these credentials, or None; the same bcrypt work either way."""
-        user = await self.get_by_email(email) if len(email) <= 254 else None
+        user = await self.get_by_email(email)
         ok = await self.runtime.hasher.verify(password, user.password_hash if user else None)
         return user if ok else None
 
@@ -64,7 +59,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                     auto_refresh=False,
                 )
             except (DuplicateKeyError, IntegrityError) as exc:
-                raise ConflictException(EMAIL_TAKEN) from exc
+                raise ConflictError(EMAIL_TAKEN) from exc
             after_commit.append(
                 self.runtime.events.user_event("user_created", to_read(user), actor.id if actor else None)
             )
@@ -98,7 +93,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             try:
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
-                raise ConflictException(EMAIL_TAKEN) from exc
+                raise ConflictError(EMAIL_TAKEN) from exc
             after_commit.append(lambda: self.runtime.principals.invalidate(user_id))
             after_commit.append(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
         return user
@@ -136,4 +131,4 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             select(User.id).where(User.rol == ROLE_ADMIN, User.id != user_id).with_for_update()
         )
         if not others.first():
-            raise ConflictException(LAST_ADMIN)
+            raise ConflictError(LAST_ADMIN)
