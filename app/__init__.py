@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from app.domain.vms.controller import VMController
 from app.errors import exception_handlers
 from app.headers import add_security_headers, complete_allow_header
 from app.health import health
+from app.interpreter import tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
 from app.runtime import RUNTIME_STATE_KEY, provide_runtime
@@ -60,15 +62,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
     alchemy = create_alchemy_config(settings, engine)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     channels = create_channels(settings)
-    runtime, jwt_auth = create_runtime(settings, channels, session_maker, exclude=PUBLIC_PATHS)
+    runtime, jwt_auth = create_runtime(settings, engine, channels, session_maker, exclude=PUBLIC_PATHS)
     connections = ConnectionRegistry(channels, session_maker)
+
+    restore_interpreter: list[Callable[[], None]] = []
 
     async def on_startup(app: Litestar) -> None:
         await anyio.to_thread.run_sync(run_migrations, alchemy)
         await ensure_configured_admin(runtime, session_maker)
         await connections.start()
+        restore_interpreter.append(tune_for_serving())  # last: everything built so far lives on
 
     async def on_shutdown(app: Litestar) -> None:
+        while restore_interpreter:
+            restore_interpreter.pop()()
         await connections.stop()
         runtime.hasher.close()
         await engine.dispose()

@@ -17,12 +17,13 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings, jwt_secret
 from app.db import WriteGate, create_alchemy_config, create_engine
 from app.domain.realtime.subscribers import CutOffSubscriber
 from app.domain.users.principals import PrincipalCache
+from app.domain.vms.reads import VMReadCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
 from app.runtime import Runtime
 from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_auth
@@ -65,12 +66,15 @@ def create_stores(settings: Settings) -> dict[str, Store]:
 
 def create_runtime(
     settings: Settings,
+    engine: AsyncEngine,
     channels: ChannelsPlugin,
     session_maker: async_sessionmaker[AsyncSession],
     exclude: list[str],
 ) -> tuple[Runtime, VMSJWTAuth]:
     ttl = timedelta(minutes=settings.token_ttl_minutes)
-    principals = PrincipalCache(enabled=not settings.redis_url)
+    # The caches are exact only while this process makes every write: off when workers share Redis.
+    single_process = not settings.redis_url
+    principals = PrincipalCache(enabled=single_process)
     jwt_auth = create_jwt_auth(
         secret=jwt_secret(settings),
         issuer=settings.jwt_issuer,
@@ -89,6 +93,7 @@ def create_runtime(
             auth=jwt_auth, ttl=ttl, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         ),
         principals=principals,
+        vm_reads=VMReadCache(engine, enabled=single_process, max_entries=settings.vm_cache_entries),
     )
     return runtime, jwt_auth
 
@@ -120,7 +125,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, async
     await anyio.to_thread.run_sync(run_migrations, create_alchemy_config(settings, engine))
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     channels = create_channels(settings)
-    runtime, _ = create_runtime(settings, channels, session_maker, exclude=[])
+    runtime, _ = create_runtime(settings, engine, channels, session_maker, exclude=[])
     try:
         async with channels:
             yield runtime, session_maker

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     ws_backlog: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    vm_cache_entries: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 20_000
     docs_cdn: bool = False
     log_level: str = "INFO"
     debug: bool = False

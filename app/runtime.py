@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from app.config import Settings
 from app.db import WriteGate
 from app.domain.users.principals import PrincipalCache
+from app.domain.vms.reads import VMReadCache
 from app.events import EventPublisher
 from app.security import LoginThrottle, PasswordHasher, TokenService
 
@@ -16,7 +17,16 @@ RUNTIME_STATE_KEY = "runtime"
 class Runtime:
     # A plain class on purpose: Litestar validates injected values with msgspec, which would try to
     # introspect a dataclass's fields (and everything they reference) on every request.
-    __slots__ = ("events", "hasher", "login_throttle", "principals", "settings", "tokens", "write_gate")
+    __slots__ = (
+        "events",
+        "hasher",
+        "login_throttle",
+        "principals",
+        "settings",
+        "tokens",
+        "vm_reads",
+        "write_gate",
+    )
 
     def __init__(
         self,
@@ -27,6 +37,7 @@ class Runtime:
         events: EventPublisher,
         tokens: TokenService,
         principals: PrincipalCache,
+        vm_reads: VMReadCache,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
@@ -34,6 +45,7 @@ class Runtime:
         self.events = events
         self.tokens = tokens
         self.principals = principals
+        self.vm_reads = vm_reads
         self.login_throttle = LoginThrottle(settings.login_rate_limit)
 
 

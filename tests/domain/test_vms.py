@@ -5,8 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import VM_BODY, Account, create_vm
-from tests.domain.helpers import assert_error, assert_utc, assert_vm, expect, total_count
+from litestar.testing import AsyncTestClient
+
+from app import create_app
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    VM_BODY,
+    Account,
+    LiveServer,
+    create_vm,
+    login,
+    make_settings,
+)
+from tests.domain.helpers import assert_error, assert_utc, assert_vm, bearer, expect, total_count
 
 
 async def get_vm(client: Any, account: Account, vm_id: int) -> dict[str, Any]:
@@ -39,6 +51,67 @@ async def test_unknown_vm_is_404(client: Any, admin: Account, cliente: Account) 
     assert_error(await client.patch("/vms/424242", json={"name": "x"}, headers=admin.headers), 404)
     assert_error(await client.put("/vms/424242", json={"name": "x"}, headers=admin.headers), 404)
     assert_error(await client.delete("/vms/424242", headers=admin.headers), 404)
+
+
+async def test_every_read_shows_the_last_committed_change(
+    client: Any, admin: Account, cliente: Account
+) -> None:
+    """Reads are served from memory after the first (app/domain/vms/reads.py); no change may be missed."""
+    vm = await create_vm(client, admin)
+    path = f"/vms/{vm['id']}"
+    first = await client.get(path, headers=cliente.headers)
+    assert (await client.get(path, headers=cliente.headers)).headers["ETag"] == first.headers["ETag"]
+    patched = expect(await client.patch(path, json={"cores": 16}, headers=admin.headers), 200)
+    assert (await get_vm(client, cliente, vm["id"])) == patched
+    put = await client.put(path, json={"status": "stopped"}, headers=admin.headers)
+    read = await client.get(path, headers=cliente.headers)
+    assert assert_vm(expect(read, 200)) == expect(put, 200)
+    assert read.headers["ETag"] == put.headers["ETag"] != first.headers["ETag"]
+    assert read.headers["content-type"].startswith("application/json")
+    expect(await client.delete(path, headers=admin.headers), 204)
+    assert_error(await client.get(path, headers=cliente.headers), 404)
+
+
+async def test_reads_racing_writes_settle_on_the_last_write(live_server: LiveServer) -> None:
+    """Reads and writes in flight together, over real sockets: the last write wins every later read."""
+    http = live_server.http
+    admin = bearer(await login(http, ADMIN_EMAIL, ADMIN_PASSWORD))
+    vm = expect(await http.post("/vms", json=VM_BODY, headers=admin), 201)
+    path = f"/vms/{vm['id']}"
+    writing = True
+    reads = 0
+
+    async def write() -> str:
+        nonlocal writing
+        name = ""
+        for round_number in range(40):
+            name = f"round-{round_number}"
+            expect(await http.patch(path, json={"name": name}, headers=admin), 200)
+        writing = False
+        return name
+
+    async def read() -> None:
+        nonlocal reads
+        while writing:
+            expect(await http.get(path, headers=admin), 200)
+            reads += 1
+
+    last, *_ = await asyncio.gather(write(), *(read() for _ in range(8)))
+    assert reads > 40  # the reads really ran between the writes
+    for _ in range(3):
+        assert expect(await http.get(path, headers=admin), 200)["name"] == last
+
+
+async def test_reads_with_the_memory_cache_off(tmp_path: Any, database_url: str) -> None:
+    settings = make_settings(tmp_path, database=database_url, vm_cache_entries=0)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = Account(id=0, email=ADMIN_EMAIL, password=ADMIN_PASSWORD, token=token)
+        vm = await create_vm(client, admin)
+        assert await get_vm(client, admin, vm["id"]) == vm
+        path = f"/vms/{vm['id']}"
+        patched = expect(await client.patch(path, json={"name": "b"}, headers=admin.headers), 200)
+        assert await get_vm(client, admin, vm["id"]) == patched
 
 
 # ---------------------------------------------------------------- writing

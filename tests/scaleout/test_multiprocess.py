@@ -159,3 +159,23 @@ async def test_concurrent_signups_across_processes_create_one_account(two_server
     statuses = sorted(response.status_code for response in responses)
     assert statuses.count(201) == 1, statuses
     assert statuses.count(409) == len(responses) - 1, statuses
+
+
+async def test_vm_changed_through_a_is_read_fresh_through_b(two_servers: tuple[str, str]) -> None:
+    """B has read the VM before; A's change and deletion must still show through B at once."""
+    url_a, url_b = two_servers
+    async with httpx.AsyncClient(timeout=10) as http:
+        admin = {"Authorization": f"Bearer {await _token(http, url_a, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+        body = {"name": "shared", "cores": 1, "ram": 512, "disk": 10, "os": "Alpine"}
+        created = await http.post(f"{url_a}/vms", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        path = f"/vms/{created.json()['id']}"
+        before = await http.get(url_b + path, headers=admin)
+        assert before.json()["name"] == "shared"
+        changed = await http.patch(url_a + path, json={"name": "renamed"}, headers=admin)
+        assert changed.status_code == 200, changed.text
+        after = await http.get(url_b + path, headers=admin)
+        assert after.json()["name"] == "renamed"
+        assert after.headers["ETag"] == changed.headers["ETag"] != before.headers["ETag"]
+        assert (await http.delete(url_a + path, headers=admin)).status_code == 204
+        assert (await http.get(url_b + path, headers=admin)).status_code == 404

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
-from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
+from litestar import Controller, HttpMethod, MediaType, Request, Response, delete, get, post, route
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
@@ -89,8 +89,8 @@ class VMController(Controller):
             extra["status"] = status
         if os:
             extra["os"] = os
-        items, total = await vms.get_many_and_count(*filters, **extra)
-        return page_response([to_read(vm) for vm in items], total)
+        items, total = await vms.list_page(*filters, **extra)
+        return page_response(items, total)
 
     @get(
         "/{vm_id:int}",
@@ -99,11 +99,14 @@ class VMController(Controller):
         response_headers=[etag_header],
         responses=responses_for(401, 404),
     )
-    async def get_vm(self, vms: NamedDependency[VMService], vm_id: ResourceId) -> Response[VMRead]:
-        vm = await vms.get_one_or_none(id=vm_id)
-        if vm is None:
+    async def get_vm(self, state: State, vm_id: ResourceId) -> Response[VMRead]:
+        # No session or service here: most reads are answered from memory (app/domain/vms/reads.py).
+        found = await runtime_of(state).vm_reads.load(vm_id)
+        if found is None:
             raise NotFoundException(f"VM {vm_id} not found")
-        return with_etag(vm)
+        # The body is a VMRead, already encoded: Litestar sends bytes as they are.
+        response = Response(content=found.body, media_type=MediaType.JSON, headers={"ETag": found.etag})
+        return cast("Response[VMRead]", response)
 
     @post(
         ["/", ""],

@@ -1,0 +1,53 @@
+"""``GET /vms/{id}`` served from memory: each VM's encoded response, read once and kept exact.
+
+A dashboard reads the same VMs over and over, and a read through a session and the ORM cost about four
+times what the framework and server spend on the request itself (see docs/performance.md). The first read
+of a VM runs one Core query and encodes the response; later reads return those bytes until a change to
+that VM commits: ``VMService`` invalidates the entry right after the commit. When the cache is off
+(several workers share the database, see :mod:`app.cache`) every read runs the query.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.cache import InvalidatedCache
+from app.domain.vms.models import VirtualMachine
+from app.domain.vms.schemas import VMRead
+
+_table = VirtualMachine.__table__
+# Built once: SQLAlchemy then finds its compiled form in the statement cache on every execution.
+VM_BY_ID = select(*(_table.c[name] for name in (*VMRead.__struct_fields__, "version"))).where(
+    _table.c.id == bindparam("vm_id")
+)
+
+
+def etag_for(vm_id: int, version: int) -> str:
+    return f'"{vm_id}-{version}"'
+
+
+class CachedVM(msgspec.Struct, frozen=True):
+    body: bytes  # the JSON of VMRead, as sent
+    etag: str
+
+
+class VMReadCache(InvalidatedCache[int, CachedVM]):
+    def __init__(self, engine: AsyncEngine, *, enabled: bool, max_entries: int) -> None:
+        super().__init__(enabled=enabled, max_entries=max_entries)
+        self.engine = engine
+
+    async def load(self, vm_id: int) -> CachedVM | None:
+        if (cached := self.get(vm_id)) is not None:
+            return cached
+        generation = self.generation
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(VM_BY_ID, {"vm_id": vm_id})).first()
+        if row is None:
+            return None
+        values = row._asdict()
+        etag = etag_for(vm_id, values.pop("version"))
+        cached = CachedVM(body=msgspec.json.encode(VMRead(**values)), etag=etag)
+        self.put(vm_id, cached, generation)
+        return cached
