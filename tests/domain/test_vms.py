@@ -287,6 +287,21 @@ async def test_list_filters(client: Any, admin: Account, cliente: Account) -> No
     assert await listing(client, cliente, os="Debian 12", status="stopped") == (["batch"], 1)
 
 
+async def test_list_items_are_the_single_reads_whatever_the_text(client: Any, admin: Account) -> None:
+    """On SQLite the page is built as JSON by the database (app/domain/vms/services.py): same output."""
+    names = ['quote " back\\slash', "tab\there", "café ☕ 𝄞", "<b>&amp;</b>", "it's", " spaced "]
+    created = [await create_vm(client, admin, name=name, os=name) for name in names]
+    items = expect(await client.get("/vms", headers=admin.headers), 200)
+    assert items == created
+    assert [vm["name"] for vm in items] == names
+    for item in items:
+        assert await get_vm(client, admin, item["id"]) == item
+    newest_first = expect(
+        await client.get("/vms", headers=admin.headers, params={"sort": "created_at", "order": "desc"}), 200
+    )
+    assert newest_first == created[::-1]
+
+
 async def test_list_pages_and_sorts(client: Any, admin: Account, cliente: Account) -> None:
     vms = await seed(client, admin)
     names = [vm["name"] for vm in vms]

@@ -10,7 +10,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_412_PRECONDITION_FAILED
-from sqlalchemy import func, select
+from sqlalchemy import Select, String, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -26,6 +26,28 @@ class PreconditionFailedException(ClientException):
 
 
 VM_COLUMNS = tuple(getattr(VirtualMachine, name) for name in VMRead.__struct_fields__)
+
+
+# Written out once: building this expression per request cost a fifth of a list's CPU time.
+_SQLITE_JSON_ARRAY = literal_column(
+    "json_group_array(json_object("
+    + ", ".join(
+        f"'{name}', {name} || '+00:00'" if name in ("created_at", "updated_at") else f"'{name}', {name}"
+        for name in VMRead.__struct_fields__
+    )
+    + "))",
+    String,
+)
+
+
+def sqlite_json_page(statement: Select[Any]) -> Select[Any]:
+    """The page as one JSON array built by SQLite, read as a single row.
+
+    sqlite3 releases the GIL around every row it steps, and aiosqlite steps on its own thread: while the
+    event loop was busy, a page of 100 rows cost about 90 thread switches. One aggregated row costs one.
+    Timestamps are stored as naive UTC text; the offset added here makes them decode as UTC.
+    """
+    return select(_SQLITE_JSON_ARRAY).select_from(statement.subquery())
 
 
 def to_read(vm: VirtualMachine) -> VMRead:
@@ -66,7 +88,13 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
         count = statement.with_only_columns(func.count(), maintain_column_froms=True)
         connection = await self.repository.session.connection()
         total = (await connection.execute(count.order_by(None).limit(None).offset(None))).scalar_one()
-        rows = (await connection.execute(statement)).all() if total else []
+        if not total:
+            return [], total
+        if connection.dialect.name == "sqlite":
+            body: str = (await connection.execute(sqlite_json_page(statement))).scalar_one()
+            page: list[VMRead] = msgspec.json.decode(body, type=list[VMRead])
+            return page, total
+        rows = (await connection.execute(statement)).all()
         return [VMRead(**dict(zip(VMRead.__struct_fields__, row, strict=True))) for row in rows], total
 
     def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
