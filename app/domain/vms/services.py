@@ -72,6 +72,10 @@ class VMRepository(SQLAlchemyAsyncRepository[VirtualMachine]):
 class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
     repository_type = VMRepository
 
+    def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(session=session, **kwargs)
+        self.runtime = runtime
+
     async def list_page(self, *filters: StatementFilter, **equal_to: object) -> tuple[list[VMRead], int]:
         """One page of VMs and the number matching, ignoring pagination.
 
@@ -96,10 +100,6 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
             return page, total
         rows = (await connection.execute(statement)).all()
         return [VMRead(**dict(zip(VMRead.__struct_fields__, row, strict=True))) for row in rows], total
-
-    def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
-        super().__init__(session=session, **kwargs)
-        self.runtime = runtime
 
     async def create_vm(self, data: VMCreate, actor: User) -> VirtualMachine:
         async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
