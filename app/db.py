@@ -106,6 +106,29 @@ def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemy
     )
 
 
+class TransactionEnd:
+    """What a write transaction does once it has ended, queued by the service that runs it."""
+
+    __slots__ = ("_invalidations", "_publications")
+
+    def __init__(self) -> None:
+        self._publications: list[Callable[[], None]] = []
+        self._invalidations: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run once the commit succeeded, in commit order (events): a rolled-back write publishes nothing."""
+        self._publications.append(callback)
+
+    def invalidate(self, callback: Callable[[], None]) -> None:
+        """Run after any commit attempt, even one that raised (cached copies of what the write changed).
+
+        A commit that raises may still have happened (the request was cancelled while COMMIT ran on the
+        driver's thread, or the connection dropped after PostgreSQL received it); a needless invalidation
+        only costs the next read a query, a missed one would serve the old row until restart.
+        """
+        self._invalidations.append(callback)
+
+
 class WriteGate:
     """Orders the writes of this process; see the module docstring."""
 
@@ -116,38 +139,42 @@ class WriteGate:
     @asynccontextmanager
     async def transaction(
         self, session: AsyncSession | async_scoped_session[AsyncSession]
-    ) -> AsyncIterator[list[Callable[[], None]]]:
-        """Run the body as one transaction, commit it, then run the after-commit callbacks it queued.
+    ) -> AsyncIterator[TransactionEnd]:
+        """Run the body as one transaction and commit it, then run what it queued on the ``TransactionEnd``.
 
-        The callbacks publish events: a body that raises rolls back and publishes nothing.
+        A body that raises rolls back: nothing was written, so nothing is invalidated or published.
         """
-        after_commit: list[Callable[[], None]] = []
+        end = TransactionEnd()
         whole = self.serialize_transactions
         if whole:
             await self._lock.acquire()
         try:
             try:
-                yield after_commit
+                yield end
             except BaseException:
                 await session.rollback()
                 raise
             if whole:
-                await self._commit(session, after_commit)
+                await self._commit(session, end)
             else:
                 async with self._lock:
-                    await self._commit(session, after_commit)
+                    await self._commit(session, end)
         finally:
             if whole:
                 self._lock.release()
 
     @staticmethod
     async def _commit(
-        session: AsyncSession | async_scoped_session[AsyncSession], after_commit: list[Callable[[], None]]
+        session: AsyncSession | async_scoped_session[AsyncSession], end: TransactionEnd
     ) -> None:
         try:
-            await session.commit()
+            try:
+                await session.commit()
+            finally:
+                for callback in end._invalidations:
+                    callback()
         except BaseException:
             await session.rollback()
             raise
-        for callback in after_commit:
+        for callback in end._publications:
             callback()

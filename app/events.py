@@ -1,8 +1,9 @@
 """Change events: their wire shape, and the one place that publishes them.
 
-Services queue an event with :meth:`EventPublisher.after_commit`; :class:`app.db.WriteGate` runs the queued
-callbacks only once the transaction has committed, in commit order, so a rolled-back write publishes
-nothing. Delivery to sockets is Litestar's ``ChannelsPlugin`` (in-memory, or Redis across workers).
+Services queue an event on their write's :class:`app.db.TransactionEnd`
+(``end.after_commit(events.vm_event(...))``); :class:`app.db.WriteGate` runs it only once the transaction
+has committed, in commit order, so a rolled-back write publishes nothing. Delivery to sockets is
+Litestar's ``ChannelsPlugin`` (in-memory, or Redis across workers).
 """
 
 from __future__ import annotations

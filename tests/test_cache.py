@@ -6,7 +6,14 @@ invalidation) is too narrow to provoke reliably through HTTP, so it is driven st
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
 from app.cache import InvalidatedCache
+from app.db import WriteGate
 
 
 def test_a_value_read_before_an_invalidation_is_not_stored_after_it() -> None:
@@ -44,3 +51,37 @@ def test_disabled_or_zero_sized_cache_stores_nothing() -> None:
         cache.put(1, 1, cache.generation)
         assert cache.get(1) is None
         assert len(cache) == 0
+
+
+async def test_a_commit_that_raises_after_committing_still_invalidates(tmp_path: Path) -> None:
+    """The write happened but the caller saw an error (connection lost after COMMIT, or cancelled)."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.sqlite3'}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE item (name TEXT)"))
+    cache: InvalidatedCache[int, str] = InvalidatedCache(enabled=True, max_entries=10)
+    cache.put(1, "old", cache.generation)
+    published: list[str] = []
+    try:
+        async with AsyncSession(engine) as session:
+            real_commit = session.commit
+
+            async def commit_then_lose_the_connection() -> None:
+                await real_commit()
+                raise ConnectionResetError("connection lost after COMMIT")
+
+            session.commit = commit_then_lose_the_connection  # type: ignore[method-assign]
+
+            async def write() -> None:
+                async with WriteGate(serialize_transactions=True).transaction(session) as end:
+                    await session.execute(text("INSERT INTO item VALUES ('new')"))
+                    end.invalidate(lambda: cache.invalidate(1))
+                    end.after_commit(lambda: published.append("item changed"))
+
+            with pytest.raises(ConnectionResetError):
+                await write()
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT name FROM item"))).scalar_one() == "new"
+        assert cache.get(1) is None  # the next read goes to the database
+        assert published == []  # events are only for commits known to have happened
+    finally:
+        await engine.dispose()

@@ -51,7 +51,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
     async def create_user(self, data: UserCreate, actor: User | None) -> User:
         password_hash = await self.runtime.hasher.hash(data.password)
-        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+        async with self.runtime.write_gate.transaction(self.repository.session) as end:
             try:
                 # Every column is known after the INSERT (ids come back with it): no refresh round trip.
                 user = await self.repository.add(
@@ -60,7 +60,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 )
             except (DuplicateKeyError, IntegrityError) as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
-            after_commit.append(
+            # SQLite may give a new account the id of a deleted one: nothing cached may answer for it.
+            end.invalidate(lambda: self.runtime.principals.invalidate(user.id))
+            end.after_commit(
                 self.runtime.events.user_event("user_created", to_read(user), actor.id if actor else None)
             )
         return user
@@ -77,7 +79,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 if not await self.runtime.hasher.verify(current, actor.password_hash):
                     raise PermissionDeniedException("`current_password` is missing or wrong")
             new_hash = await self.runtime.hasher.hash(data.password)
-        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+        async with self.runtime.write_gate.transaction(self.repository.session) as end:
             user = await self._get_for_update(user_id)
             demoting = changes.get("rol") == ROLE_CLIENT and user.rol == ROLE_ADMIN
             if demoting:
@@ -94,20 +96,20 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
-            after_commit.append(lambda: self.runtime.principals.invalidate(user_id))
-            after_commit.append(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
+            end.invalidate(lambda: self.runtime.principals.invalidate(user_id))
+            end.after_commit(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
         return user
 
     async def delete_user(self, user_id: int, actor: User) -> None:
-        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+        async with self.runtime.write_gate.transaction(self.repository.session) as end:
             user = await self._get_for_update(user_id)
             if user.rol == ROLE_ADMIN:
                 await self._ensure_another_admin(user.id)
             snapshot = to_read(user)
             await self.repository.session.delete(user)
             await self.repository.session.flush()
-            after_commit.append(lambda: self.runtime.principals.invalidate(user_id))
-            after_commit.append(self.runtime.events.user_event("user_deleted", snapshot, actor.id))
+            end.invalidate(lambda: self.runtime.principals.invalidate(user_id))
+            end.after_commit(self.runtime.events.user_event("user_deleted", snapshot, actor.id))
 
     async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:
         """Create this administrador unless one already exists (start-up bootstrap)."""

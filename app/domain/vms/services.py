@@ -102,16 +102,18 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
         return [VMRead(**dict(zip(VMRead.__struct_fields__, row, strict=True))) for row in rows], total
 
     async def create_vm(self, data: VMCreate, actor: User) -> VirtualMachine:
-        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+        async with self.runtime.write_gate.transaction(self.repository.session) as end:
             # Every column is known after the INSERT (ids come back with it): no refresh round trip.
             vm = await self.repository.add(VirtualMachine(**msgspec.structs.asdict(data)), auto_refresh=False)
-            after_commit.append(self.runtime.events.vm_event("vm_created", to_read(vm), actor.id))
+            # SQLite may give a new VM the id of a deleted one: nothing cached may answer for it.
+            end.invalidate(lambda: self.runtime.vm_reads.invalidate(vm.id))
+            end.after_commit(self.runtime.events.vm_event("vm_created", to_read(vm), actor.id))
         return vm
 
     async def update_vm(
         self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None
     ) -> VirtualMachine:
-        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+        async with self.runtime.write_gate.transaction(self.repository.session) as end:
             vm = await self._get(vm_id)
             if not if_match_allows(if_match, vm):
                 raise PreconditionFailedException(f"VM {vm_id} has changed: its ETag is {etag_of(vm)}")
@@ -122,18 +124,18 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
             except StaleDataError as exc:
                 # Another transaction updated the row between our read and our write (PostgreSQL).
                 raise PreconditionFailedException(f"VM {vm_id} was changed concurrently; retry") from exc
-            after_commit.append(lambda: self.runtime.vm_reads.invalidate(vm_id))
-            after_commit.append(self.runtime.events.vm_event("vm_updated", to_read(vm), actor.id))
+            end.invalidate(lambda: self.runtime.vm_reads.invalidate(vm_id))
+            end.after_commit(self.runtime.events.vm_event("vm_updated", to_read(vm), actor.id))
         return vm
 
     async def delete_vm(self, vm_id: int, actor: User) -> None:
-        async with self.runtime.write_gate.transaction(self.repository.session) as after_commit:
+        async with self.runtime.write_gate.transaction(self.repository.session) as end:
             vm = await self._get(vm_id)
             snapshot = to_read(vm)
             await self.repository.session.delete(vm)
             await self.repository.session.flush()
-            after_commit.append(lambda: self.runtime.vm_reads.invalidate(vm_id))
-            after_commit.append(self.runtime.events.vm_event("vm_deleted", snapshot, actor.id))
+            end.invalidate(lambda: self.runtime.vm_reads.invalidate(vm_id))
+            end.after_commit(self.runtime.events.vm_event("vm_deleted", snapshot, actor.id))
 
     async def _get(self, vm_id: int) -> VirtualMachine:
         vm = await self.repository.session.scalar(select(VirtualMachine).where(VirtualMachine.id == vm_id))
