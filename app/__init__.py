@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from app.domain.vms.controller import VMController
 from app.errors import exception_handlers
 from app.headers import add_security_headers, complete_allow_header
 from app.health import health
-from app.interpreter import tune_for_serving
+from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
 from app.runtime import RUNTIME_STATE_KEY, provide_runtime
@@ -65,17 +64,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     runtime, jwt_auth = create_runtime(settings, engine, channels, session_maker, exclude=PUBLIC_PATHS)
     connections = ConnectionRegistry(channels, session_maker)
 
-    restore_interpreter: list[Callable[[], None]] = []
-
     async def on_startup(app: Litestar) -> None:
         await anyio.to_thread.run_sync(run_migrations, alchemy)
         await ensure_configured_admin(runtime, session_maker)
         await connections.start()
-        restore_interpreter.append(tune_for_serving())  # last: everything built so far lives on
+        tune_for_serving()  # last: everything built so far lives as long as the app
 
     async def on_shutdown(app: Litestar) -> None:
-        while restore_interpreter:
-            restore_interpreter.pop()()
+        restore_after_serving()
         await connections.stop()
         runtime.hasher.close()
         await engine.dispose()

@@ -8,25 +8,41 @@ Both were measured under load (docs/performance.md):
 - The GIL switch interval drops from 5 ms to 0.2 ms. aiosqlite runs each statement on a thread of its own
   and sqlite3 releases the GIL around every row it steps; while the event loop is busy, that thread waited
   up to a full interval each time it wanted the GIL back, so a busy loop made every query slower.
+
+Both are process-wide, and one process may run several apps (tests, embedding): the first app to start
+applies them and the last to stop restores the previous interval and unfreezes.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable
+import threading
 
 SWITCH_INTERVAL_SECONDS = 0.0002
 
 
-def tune_for_serving() -> Callable[[], None]:
-    """Apply the settings; returns the function that restores the previous ones."""
-    previous_interval = sys.getswitchinterval()
-    gc.freeze()  # no collection first: it would cost a full pass, and start-up leaves little garbage
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+class _Serving:
+    lock = threading.Lock()
+    running_apps = 0
+    previous_interval = 0.0
 
-    def restore() -> None:
-        sys.setswitchinterval(previous_interval)
-        gc.unfreeze()
 
-    return restore
+def tune_for_serving() -> None:
+    with _Serving.lock:
+        if _Serving.running_apps == 0:
+            _Serving.previous_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        # No collection first: it would cost a full pass, and start-up leaves little garbage.
+        gc.freeze()
+        _Serving.running_apps += 1
+
+
+def restore_after_serving() -> None:
+    with _Serving.lock:
+        if _Serving.running_apps == 0:
+            return
+        _Serving.running_apps -= 1
+        if _Serving.running_apps == 0:
+            sys.setswitchinterval(_Serving.previous_interval)
+            gc.unfreeze()
