@@ -40,7 +40,7 @@ AUTH_OPTIONAL = "auth_optional"
 """Route option: the route also serves anonymous callers (``connection.user`` is then None)."""
 
 
-BCRYPT_THREAD_NICENESS = 10
+BCRYPT_THREAD_NICENESS = 10  # added to the process's niceness
 
 
 def _yield_cpu_to_the_event_loop() -> None:
@@ -51,8 +51,11 @@ def _yield_cpu_to_the_event_loop() -> None:
     core the requests leave idle, and a request preempts them.
     """
     if sys.platform == "linux":  # elsewhere PRIO_PROCESS would renice the whole process
+        thread = threading.get_native_id()
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BCRYPT_THREAD_NICENESS)
+            # Relative to the process's own niceness, so the threads always end up below the event loop.
+            niceness = min(os.getpriority(os.PRIO_PROCESS, thread) + BCRYPT_THREAD_NICENESS, 19)
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
 class PasswordHasher:
