@@ -147,7 +147,7 @@ def jwt_secret(settings: Settings) -> str:
     return secret
 
 
-_WORKER_FLAGS = ("-W", "--wc", "--web-concurrency", "--workers")
+_WORKER_FLAGS = ("-W", "-w", "--wc", "--web-concurrency", "--workers")  # -w: gunicorn, hypercorn
 
 
 def requested_workers(argv: list[str], environ: dict[str, str]) -> int:
@@ -176,8 +176,9 @@ def check_deployment(settings: Settings, workers: int) -> list[str]:
     if not settings.redis_url:
         raise ConfigError(
             f"{workers} workers were requested but VMS_REDIS_URL is not set: with the in-memory channels "
-            "backend each worker would only see its own events, and rate limits and logouts would not be "
-            "shared. Set VMS_REDIS_URL (see README, 'Scaling out') or run one worker."
+            "backend each worker would only see its own events, rate limits and logouts would not be "
+            "shared, and each worker's caches of accounts and VMs would miss the others' changes. "
+            "Set VMS_REDIS_URL (see README, 'Scaling out') or run one worker."
         )
     if settings.is_sqlite:
         return [

@@ -18,7 +18,15 @@ from litestar.testing import TestClient
 
 from app import create_app
 from app.cli import users_group
-from app.config import ConfigError, Settings, get_settings, jwt_secret, load_settings
+from app.config import (
+    ConfigError,
+    Settings,
+    check_deployment,
+    get_settings,
+    jwt_secret,
+    load_settings,
+    requested_workers,
+)
 
 ABSENT = Path("/nonexistent/litestar.toml")
 
@@ -26,6 +34,36 @@ ABSENT = Path("/nonexistent/litestar.toml")
 def settings_from(tmp_path: Path, **env: str) -> Settings:
     base = {"VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vms.sqlite3'}"}
     return load_settings({**base, **env}, config_file=ABSENT)
+
+
+# ---------------------------------------------------------------- workers
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["litestar", "run"], {}, 1),
+        (["litestar", "run", "-W", "4"], {}, 4),
+        (["litestar", "run", "--wc=3"], {}, 3),
+        (["uvicorn", "--factory", "app:create_app", "--workers", "2"], {}, 2),
+        (["gunicorn", "-w", "5", "app:create_app()"], {}, 5),
+        (["uvicorn", "app:app"], {"WEB_CONCURRENCY": "6"}, 6),
+    ],
+)
+def test_requested_workers(argv: list[str], environ: dict[str, str], expected: int) -> None:
+    assert requested_workers(argv, environ) == expected
+
+
+def test_several_workers_without_redis_are_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(tmp_path, VMS_JWT_SECRET="x" * 32)
+    monkeypatch.setattr("sys.argv", ["gunicorn", "-w", "2", "app:create_app()"])
+    with pytest.raises(ConfigError, match="VMS_REDIS_URL"):
+        create_app(settings)
+    with_redis = settings_from(tmp_path, VMS_JWT_SECRET="x" * 32, VMS_REDIS_URL="redis://127.0.0.1:6379/0")
+    assert "SQLite" in check_deployment(with_redis, 2)[0]  # allowed, with a warning
+    assert check_deployment(settings, 1) == []
 
 
 # ---------------------------------------------------------------- load_settings
