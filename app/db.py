@@ -128,6 +128,13 @@ class TransactionEnd:
         """
         self._invalidations.append(callback)
 
+    def run(self, *, committed: bool) -> None:
+        for callback in self._invalidations:
+            callback()
+        if committed:
+            for callback in self._publications:
+                callback()
+
 
 class WriteGate:
     """Orders the writes of this process; see the module docstring."""
@@ -168,13 +175,9 @@ class WriteGate:
         session: AsyncSession | async_scoped_session[AsyncSession], end: TransactionEnd
     ) -> None:
         try:
-            try:
-                await session.commit()
-            finally:
-                for callback in end._invalidations:
-                    callback()
+            await session.commit()
         except BaseException:
+            end.run(committed=False)  # first, before anything else awaits: the commit may have happened
             await session.rollback()
             raise
-        for callback in end._publications:
-            callback()
+        end.run(committed=True)

@@ -232,21 +232,39 @@ class LoginStorm:
     stop: threading.Event = field(default_factory=threading.Event)
     logins: int = 0
     failures: int = 0
+    measured_from: tuple[float, int] = (0.0, 0)  # (time, logins) once every client is going
 
-    def run(self, url: str, email: str, clients: int) -> list[threading.Thread]:
-        def client() -> None:
-            with httpx.Client(base_url=url, timeout=60) as http:
-                while not self.stop.is_set():
-                    response = http.post("/login", json={"email": email, "password": CLIENT_PASSWORD})
-                    if response.status_code == 200:
-                        self.logins += 1
-                    else:
-                        self.failures += 1
+    def rate(self) -> float:
+        """Logins per second since the measurement started."""
+        started, before = self.measured_from
+        return (self.logins - before) / (time.perf_counter() - started)
 
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+
+@contextmanager
+def login_storm(url: str, email: str, clients: int) -> Iterator[LoginStorm]:
+    """``clients`` threads logging in back to back for as long as the block runs."""
+    storm = LoginStorm()
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not storm.stop.is_set():
+                response = http.post("/login", json={"email": email, "password": CLIENT_PASSWORD})
+                if response.status_code == 200:
+                    storm.logins += 1
+                else:
+                    storm.failures += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # let every client get going before measuring
+    storm.measured_from = (time.perf_counter(), storm.logins)
+    try:
+        yield storm
+    finally:
+        storm.stop.set()
         for thread in threads:
-            thread.start()
-        return threads
+            thread.join(timeout=30)
 
 
 def bcrypt_check_seconds(rounds: int = 12) -> float:
@@ -351,25 +369,15 @@ def main(argv: list[str] | None = None) -> int:
 
             idle = wrk(server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
             # Logins alone first: how close the service gets to what the cores can hash.
-            alone = LoginStorm()
-            threads = alone.run(server.url, client_email, args.storm_clients)
-            time.sleep(1)
-            alone_started, alone_before = time.perf_counter(), alone.logins
-            time.sleep(args.duration)
-            alone_rate = (alone.logins - alone_before) / (time.perf_counter() - alone_started)
-            alone.stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
+            with login_storm(server.url, client_email, args.storm_clients) as alone:
+                time.sleep(args.duration)
+                alone_rate = alone.rate()
             # Then logins during reads: the reads' latency must not suffer much.
-            storm = LoginStorm()
-            threads = storm.run(server.url, client_email, args.storm_clients)
-            time.sleep(1)
-            storm_started, logins_before = time.perf_counter(), storm.logins
-            stormy = wrk(server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
-            login_rate = (storm.logins - logins_before) / (time.perf_counter() - storm_started)
-            storm.stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
+            with login_storm(server.url, client_email, args.storm_clients) as storm:
+                stormy = wrk(
+                    server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env
+                )
+                login_rate = storm.rate()
             peak_rss_mb = server.rss_kb("VmHWM") / 1024
 
         check = bcrypt_check_seconds()

@@ -17,11 +17,10 @@ from app.cache import InvalidatedCache
 from app.domain.vms.models import VirtualMachine
 from app.domain.vms.schemas import VMRead
 
-_table = VirtualMachine.__table__
+# The columns of a VMRead, in its field order; list pages select the same (services.py).
+VM_READ_COLUMNS = tuple(getattr(VirtualMachine, name) for name in VMRead.__struct_fields__)
 # Built once: SQLAlchemy then finds its compiled form in the statement cache on every execution.
-VM_BY_ID = select(*(_table.c[name] for name in (*VMRead.__struct_fields__, "version"))).where(
-    _table.c.id == bindparam("vm_id")
-)
+VM_BY_ID = select(*VM_READ_COLUMNS, VirtualMachine.version).where(VirtualMachine.id == bindparam("vm_id"))
 
 
 def etag_for(vm_id: int, version: int) -> str:
