@@ -41,6 +41,7 @@ from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
 from app.runtime import RUNTIME_STATE_KEY, provide_runtime
 from app.security import client_address
+from app.ws_close import accept_before_close
 
 __version__ = "0.1.0"
 log = structlog.get_logger("vms")
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         opt={"exclude_from_auth": True},
         include_in_schema=False,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             AuthController,
             UserController,
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_shutdown=[on_shutdown],
         debug=settings.debug,
     )
+    app.asgi_handler = accept_before_close(app.asgi_handler)
+    return app
 
 
 __all__ = ["create_app"]

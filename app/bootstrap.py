@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings, jwt_secret
 from app.db import WriteGate, create_alchemy_config, create_engine
+from app.domain.auth.principals import PrincipalCache, Principals, SessionCache
 from app.domain.realtime.subscribers import CutOffSubscriber
-from app.domain.users.principals import PrincipalCache
 from app.domain.vms.reads import VMReadCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
 from app.runtime import Runtime
@@ -54,16 +54,16 @@ def create_channels(settings: Settings) -> ChannelsPlugin:
 
 
 def create_stores(settings: Settings) -> dict[str, Store]:
-    """Revoked tokens and rate-limit counters: in memory, or shared by all workers through Redis."""
+    """Rate-limit counters: in memory, or shared by all workers through Redis.
+
+    Revocations are not here: they are durable state in the database (ended sessions, token versions).
+    """
     if settings.redis_url:
         from litestar.stores.redis import RedisStore
 
         root = RedisStore.with_client(url=settings.redis_url, namespace=settings.redis_namespace)
-        return {
-            "revoked_tokens": root.with_namespace("revoked"),
-            "rate_limit": root.with_namespace("ratelimit"),
-        }
-    return {"revoked_tokens": MemoryStore(), "rate_limit": MemoryStore()}
+        return {"rate_limit": root.with_namespace("ratelimit")}
+    return {"rate_limit": MemoryStore()}
 
 
 def create_runtime(
@@ -76,7 +76,7 @@ def create_runtime(
     ttl = timedelta(minutes=settings.token_ttl_minutes)
     # The caches are exact only while this process makes every write: off when workers share Redis.
     single_process = not settings.redis_url
-    principals = PrincipalCache(enabled=single_process)
+    principals = Principals(PrincipalCache(enabled=single_process), SessionCache(enabled=single_process))
     jwt_auth = create_jwt_auth(
         secret=jwt_secret(settings),
         issuer=settings.jwt_issuer,

@@ -22,7 +22,7 @@ from app.domain.vms.schemas import VMRead
 
 VMS_CHANNEL = "vms"
 USERS_CHANNEL = "users"
-# Internal: ids of tokens revoked by /logout, so every worker closes sockets opened with them.
+# Internal: ids of sign-in sessions ended by /logout, so every worker closes the sockets opened in them.
 REVOCATIONS_CHANNEL = "revocations"
 
 VMEventName = Literal["vm_created", "vm_updated", "vm_deleted"]
@@ -81,5 +81,5 @@ class EventPublisher:
             ),
         )
 
-    def token_revoked(self, jti: str) -> None:
-        self._channels.publish(_encoder.encode({"jti": jti}), channels=[REVOCATIONS_CHANNEL])
+    def session_ended(self, session_id: int) -> None:
+        self._channels.publish(_encoder.encode({"sid": session_id}), channels=[REVOCATIONS_CHANNEL])

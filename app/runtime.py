@@ -6,7 +6,7 @@ from litestar.datastructures import State
 
 from app.config import Settings
 from app.db import WriteGate
-from app.domain.users.principals import PrincipalCache
+from app.domain.auth.principals import Principals
 from app.domain.vms.reads import VMReadCache
 from app.events import EventPublisher
 from app.security import LoginThrottle, PasswordHasher, TokenService
@@ -36,7 +36,7 @@ class Runtime:
         write_gate: WriteGate,
         events: EventPublisher,
         tokens: TokenService,
-        principals: PrincipalCache,
+        principals: Principals,
         vm_reads: VMReadCache,
     ) -> None:
         self.settings = settings

@@ -17,6 +17,7 @@ from alembic.autogenerate import rewriter
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import app.domain.auth.models
 import app.domain.users.models
 import app.domain.vms.models  # noqa: F401  (register the tables)
 

@@ -184,20 +184,32 @@ def version_of(token: str) -> int:
     return int(jwt.decode(token, options={"verify_signature": False})["extras"]["ver"])
 
 
+def session_of(token: str) -> int:
+    """The sign-in session a real token belongs to."""
+    return int(jwt.decode(token, options={"verify_signature": False})["extras"]["sid"])
+
+
 async def test_forged_token_shapes(client: Any, admin: Account, settings: Settings) -> None:
     ver = version_of(admin.token)
+
+    def forged(settings: Settings, user_id: int, **claims: Any) -> str:  # in the admin's real session
+        return forge(settings, user_id, **{"sid": session_of(admin.token), **claims})
+
     # a well-formed token signed with the real key works: the checks below are about the claims
-    assert expect(await me(client, forge(settings, admin.id, ver=ver)), 200)["id"] == admin.id
+    assert expect(await me(client, forged(settings, admin.id, ver=ver)), 200)["id"] == admin.id
     past = datetime.now(UTC) - timedelta(minutes=10)
     bad_tokens = {
-        "expired": forge(settings, admin.id, iat=past, exp=past + timedelta(minutes=5)),
-        "wrong issuer": forge(settings, admin.id, iss="someone-else"),
-        "wrong audience": forge(settings, admin.id, aud="another-api"),
-        "no jti": forge(settings, admin.id, jti=None),
-        "unknown user": forge(settings, 999_999),
-        "non-numeric subject": forge(settings, admin.id, sub="admin"),
-        "old token version": forge(settings, admin.id, ver=ver - 1),
-        "no token version": forge(settings, admin.id, ver=None),
+        "no session": forged(settings, admin.id, ver=ver, sid=None),
+        "unknown session": forged(settings, admin.id, ver=ver, sid=session_of(admin.token) + 1000),
+        "session as a string": forged(settings, admin.id, ver=ver, sid=str(session_of(admin.token))),
+        "expired": forged(settings, admin.id, iat=past, exp=past + timedelta(minutes=5)),
+        "wrong issuer": forged(settings, admin.id, iss="someone-else"),
+        "wrong audience": forged(settings, admin.id, aud="another-api"),
+        "no jti": forged(settings, admin.id, jti=None),
+        "unknown user": forged(settings, 999_999),
+        "non-numeric subject": forged(settings, admin.id, sub="admin"),
+        "old token version": forged(settings, admin.id, ver=ver - 1),
+        "no token version": forged(settings, admin.id, ver=None),
     }
     for reason, token in bad_tokens.items():
         response = await me(client, token)

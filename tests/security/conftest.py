@@ -33,7 +33,9 @@ from tests.conftest import Account, LiveServer, make_settings, run_server
 # ---------------------------------------------------------------- tokens
 
 
-def claims_for(settings: Settings, user_id: int | str, *, version: int = 0, ttl: int = 600) -> dict[str, Any]:
+def claims_for(
+    settings: Settings, user_id: int | str, *, version: int = 0, session: int | None = None, ttl: int = 600
+) -> dict[str, Any]:
     """The claims POST /login puts in a token (see app.security.TokenService.issue)."""
     now = int(time.time())
     return {
@@ -43,7 +45,7 @@ def claims_for(settings: Settings, user_id: int | str, *, version: int = 0, ttl:
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "jti": uuid.uuid4().hex,
-        "extras": {"ver": version},
+        "extras": {"ver": version, "sid": session},
     }
 
 
@@ -52,13 +54,14 @@ def forge(
     user_id: int | str,
     *,
     version: int = 0,
+    session: int | None = None,
     key: str | None = None,
     algorithm: str = "HS256",
     drop: Iterable[str] = (),
     **overrides: Any,
 ) -> str:
     """A token signed with the app's own secret (or ``key``), with claims dropped or overridden."""
-    claims = claims_for(settings, user_id, version=version)
+    claims = claims_for(settings, user_id, version=version, session=session)
     claims.update(overrides)
     for name in drop:
         claims.pop(name, None)
@@ -70,9 +73,15 @@ def version_of(token: str) -> int:
     return int(split(token)[1]["extras"]["ver"])
 
 
+def session_of(token: str) -> int:
+    """The sign-in session a real token belongs to (what ``sid`` must say)."""
+    return int(split(token)[1]["extras"]["sid"])
+
+
 def forge_as(settings: Settings, account: Account, **kwargs: Any) -> str:
     """A token for ``account`` that differs from a real one only in what ``kwargs`` change."""
     kwargs.setdefault("version", version_of(account.token))
+    kwargs.setdefault("session", session_of(account.token))
     return forge(settings, account.id, **kwargs)
 
 

@@ -98,8 +98,13 @@ class Target:
             row = db.execute(
                 "SELECT id, token_version FROM user_account WHERE rol = ? ORDER BY id LIMIT 1", (rol,)
             ).fetchone()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            # A sign-in session of its own, as /login would open.
+            session_id = db.execute(
+                "INSERT INTO auth_session (user_id, created_at, updated_at) VALUES (?, ?, ?)",
+                (row[0], "2026-12-01 00:00:00.000000", "2026-12-01 00:00:00.000000"),
+            ).lastrowid
         now = int(time.time())
         claims = {
             "sub": str(row[0]),
@@ -108,7 +113,7 @@ class Target:
             "iss": self.settings.jwt_issuer,
             "aud": self.settings.jwt_audience,
             "jti": uuid.uuid4().hex,
-            "extras": {"ver": row[1]},
+            "extras": {"ver": row[1], "sid": session_id},
         }
         return jwt.encode(claims, jwt_secret(self.settings), algorithm="HS256")
 

@@ -15,11 +15,12 @@ from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.auth.schemas import LoginRequest, OAuth2PasswordForm, TokenResponse
+from app.domain.auth.services import AuthSessionService
 from app.domain.users.models import User
 from app.domain.users.services import UserService
 from app.openapi import responses_for
 from app.runtime import Runtime
-from app.security import REVOKED_TOKENS_STORE, requires_user, revoke_token
+from app.security import client_address, requires_user, session_id_of
 
 INVALID_CREDENTIALS = "Incorrect email or password"
 FORM_TYPES = (RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value)
@@ -94,8 +95,11 @@ class AuthController(Controller):
         user = await users.authenticate(email, password)
         if user is None:
             raise NotAuthorizedException(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+        session = await AuthSessionService(session=db_session, runtime=runtime).open(
+            user, client_ip=client_address(request), user_agent=request.headers.get("user-agent")
+        )
         return TokenResponse(
-            access_token=runtime.tokens.issue(user),
+            access_token=runtime.tokens.issue(user, session.id),
             token_type="bearer",  # noqa: S106  (the OAuth2 token type, not a secret)
             expires_in=int(runtime.tokens.ttl.total_seconds()),
         )
@@ -104,11 +108,18 @@ class AuthController(Controller):
         "/logout",
         guards=[requires_user],
         status_code=204,
-        summary="Revoke the token used for this request",
+        summary="End the session of the token used for this request",
+        description="Every token of this session is refused from now on, by every worker and after restarts; "
+        "its WebSockets are closed.",
         responses=responses_for(401),
     )
-    async def logout(self, request: Request[User, Token, Any], runtime: NamedDependency[Runtime]) -> None:
-        await revoke_token(request.app.stores.get(REVOKED_TOKENS_STORE), request.auth)
-        if isinstance(request.auth.jti, str):
-            # Every worker closes the WebSockets opened with this token (app/domain/realtime/connections.py).
-            runtime.events.token_revoked(request.auth.jti)
+    async def logout(
+        self,
+        request: Request[User, Token, Any],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+    ) -> None:
+        session_id = session_id_of(request.auth)
+        if session_id is not None:  # always set: the middleware accepts no token without a session
+            # Every worker closes the WebSockets of this session (app/domain/realtime/connections.py).
+            await AuthSessionService(session=db_session, runtime=runtime).end(session_id)

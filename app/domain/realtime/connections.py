@@ -1,11 +1,11 @@
 """Open sockets by user, so a deleted user, a changed password or role, or a logout closes them at once.
 
 The registry reads the ``users`` channel (which, on Redis, carries the events of every worker) and an
-internal ``revocations`` channel fed by ``/logout`` *inline*: the channels plugin calls it synchronously
-while it distributes an event, before any socket's sending task can run. So a socket whose user was just
-deleted or demoted is marked revoked before it could be sent that event or any later one, and a socket
-whose user changed in a way only the database knows (the token version, bumped by a password change) holds
-its next event until the database has been checked.
+internal ``revocations`` channel fed by ``/logout`` (ended sessions) *inline*: the channels plugin calls it
+synchronously while it distributes an event, before any socket's sending task can run. So a socket
+whose user was just deleted or demoted is marked revoked before it could be sent that event or any later
+one, and a socket whose user changed in a way only the database knows (the token version, bumped by a
+password change) holds its next event until the database has been checked.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.domain.realtime.subscribers import CutOffSubscriber
 from app.domain.users.models import ROLE_ADMIN, User
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL
+from app.security import session_id_of
 
 log = structlog.get_logger("vms.realtime")
 
@@ -37,7 +38,7 @@ class Registration:
     """One open socket: whose it is, what its token was issued under, and how to end it."""
 
     user_id: int
-    jti: str | None
+    session_id: int | None
     token_version: Any
     admin_only: bool
     on_revoke: Callable[[], None]
@@ -68,7 +69,7 @@ class _UserRef(msgspec.Struct):
 class _Envelope(msgspec.Struct):
     event: str | None = None
     user: _UserRef | None = None
-    jti: str | None = None
+    sid: int | None = None
 
 
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
@@ -88,7 +89,7 @@ class ConnectionRegistry:
         token = socket.auth
         registration = Registration(
             user_id=socket.user.id,
-            jti=token.jti if isinstance(token.jti, str) else None,
+            session_id=session_id_of(token),
             token_version=token.extras.get("ver"),
             admin_only=admin_only,
             on_revoke=on_revoke,
@@ -129,17 +130,17 @@ class ConnectionRegistry:
         except msgspec.DecodeError:
             return
         try:
-            if envelope.jti is not None:
-                self._revoke_token(envelope.jti)
+            if envelope.sid is not None:
+                self._end_session(envelope.sid)
             elif envelope.user is not None and envelope.user.id in self._by_user:
                 self._user_changed(envelope.user, deleted=envelope.event == "user_deleted")
         except Exception:
             log.exception("realtime access bookkeeping failed", event=envelope.event)
 
-    def _revoke_token(self, jti: str) -> None:
+    def _end_session(self, session_id: int) -> None:
         for sockets in self._by_user.values():
             for registration in sockets:
-                if registration.jti == jti:
+                if registration.session_id == session_id:
                     registration.revoke()
 
     def _user_changed(self, user: _UserRef, *, deleted: bool) -> None:

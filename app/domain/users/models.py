@@ -12,7 +12,11 @@ ROLE_CLIENT = "cliente"
 
 class User(BigIntAuditBase):
     __tablename__ = "user_account"
-    __table_args__ = (CheckConstraint(f"rol IN ('{ROLE_ADMIN}', '{ROLE_CLIENT}')", name="rol"),)
+    __table_args__ = (
+        CheckConstraint(f"rol IN ('{ROLE_ADMIN}', '{ROLE_CLIENT}')", name="rol"),
+        # Ids are never reused: a token, a session or a change-log entry names one account for good.
+        {"sqlite_autoincrement": True},
+    )
 
     name: Mapped[str] = mapped_column(String(100))
     # Stored lower-cased; the unique constraint makes the case-insensitive rule race-safe.

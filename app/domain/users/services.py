@@ -61,7 +61,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             except (DuplicateKeyError, IntegrityError) as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
             # SQLite may give a new account the id of a deleted one: nothing cached may answer for it.
-            end.invalidate(lambda: self.runtime.principals.invalidate(user.id))
+            end.invalidate(lambda: self.runtime.principals.users.invalidate(user.id))
             end.after_commit(
                 self.runtime.events.user_event("user_created", to_read(user), actor.id if actor else None)
             )
@@ -96,7 +96,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
-            end.invalidate(lambda: self.runtime.principals.invalidate(user_id))
+            end.invalidate(lambda: self.runtime.principals.users.invalidate(user_id))
             end.after_commit(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
         return user
 
@@ -108,7 +108,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             snapshot = to_read(user)
             await self.repository.session.delete(user)
             await self.repository.session.flush()
-            end.invalidate(lambda: self.runtime.principals.invalidate(user_id))
+            end.invalidate(lambda: self.runtime.principals.users.invalidate(user_id))
             end.after_commit(self.runtime.events.user_event("user_deleted", snapshot, actor.id))
 
     async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:

@@ -11,6 +11,8 @@ class VirtualMachine(BigIntAuditBase):
     __tablename__ = "virtual_machine"
     __table_args__ = (
         CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in VM_STATUSES) + ")", name="status"),
+        # Ids are never reused, so an ETag names one version of one VM for the life of the database.
+        {"sqlite_autoincrement": True},
     )
 
     name: Mapped[str] = mapped_column(String(100), index=True)

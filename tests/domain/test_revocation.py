@@ -1,0 +1,117 @@
+"""Revocation is durable, and every refusal says why.
+
+A logout ends the token's sign-in session in the database, so neither a restart nor a second process
+sharing the database re-admits the token. A 401 names its reason (missing, malformed, expired, revoked) and,
+when a token was presented, carries RFC 6750's ``WWW-Authenticate: Bearer error="invalid_token"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app import create_app
+from app.config import Settings, jwt_secret
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, make_settings, require
+from tests.domain.helpers import assert_error, bearer, expect
+from tests.security.conftest import dispose_engines
+
+INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'
+
+
+async def _me(client: Any, token: str) -> Any:
+    return await client.get("/users/me", headers=bearer(token))
+
+
+async def test_a_logout_outlives_a_restart(tmp_path: Path, database_url: str) -> None:
+    """Failed before: revoked token ids lived in memory, so a restarted service accepted them again."""
+    settings = make_settings(tmp_path, database=database_url)
+    first = create_app(settings)
+    async with AsyncTestClient(app=first) as client:
+        revoked = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        kept = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        expect(await client.post("/logout", headers=bearer(revoked)), 204)
+    await dispose_engines(first)
+
+    second = create_app(settings)  # the same database and secret: a restart
+    try:
+        async with AsyncTestClient(app=second) as client:
+            body = assert_error(await _me(client, revoked), 401)
+            assert "revoked" in body["detail"].lower(), body
+            assert expect(await _me(client, kept), 200)["email"] == ADMIN_EMAIL
+    finally:
+        await dispose_engines(second)
+
+
+@pytest.mark.redis
+async def test_a_logout_through_one_process_is_refused_by_another_at_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two app instances share the database and Redis (as two workers do): A's logout binds B at once."""
+    require("redis")
+    settings = make_settings(tmp_path, database=database_url, channels="redis")
+    a, b = create_app(settings), create_app(settings)
+    try:
+        async with AsyncTestClient(app=a) as client_a, AsyncTestClient(app=b) as client_b:
+            token = await login(client_a, ADMIN_EMAIL, ADMIN_PASSWORD)
+            expect(await _me(client_b, token), 200)
+            expect(await client_a.post("/logout", headers=bearer(token)), 204)
+            assert_error(await _me(client_b, token), 401)
+    finally:
+        await dispose_engines(a)
+        await dispose_engines(b)
+
+
+async def test_a_logout_does_not_depend_on_redis(tmp_path: Path, database_url: str) -> None:
+    """Nothing about revocation is in Redis: a deployment whose Redis holds nothing still refuses."""
+    settings = make_settings(tmp_path, database=database_url)
+    app = create_app(settings)
+    assert "revoked_tokens" not in app.stores._stores  # revocations are durable state, not a cache entry
+    await dispose_engines(app)
+
+
+# ---------------------------------------------------------------- 401 reasons
+
+
+def _forge(settings: Settings, real_token: str, **changes: Any) -> str:
+    claims = jwt.decode(real_token, options={"verify_signature": False})
+    claims.update(changes)
+    return jwt.encode(claims, jwt_secret(settings), algorithm="HS256")
+
+
+def _assert_401(response: Any, reason: str, *, presented: bool) -> None:
+    body = assert_error(response, 401)
+    assert reason in body["detail"].lower(), body
+    challenge = response.headers.get("www-authenticate")
+    if presented:
+        assert challenge == INVALID_TOKEN_CHALLENGE, response.headers
+    else:
+        assert challenge == "Bearer", response.headers
+
+
+async def test_every_401_says_why(client: Any, settings: Settings) -> None:
+    """Failed before: an expired token read "Invalid token", and no 401 carried ``error="invalid_token"``."""
+    token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    _assert_401(await client.get("/users/me"), "not authenticated", presented=False)
+    _assert_401(await _me(client, "not-a-jwt"), "malformed", presented=True)
+    _assert_401(await _me(client, token[:-4] + "AAAA"), "malformed", presented=True)
+    expired = _forge(
+        settings, token, iat=int(past.timestamp()), exp=int((past + timedelta(minutes=5)).timestamp())
+    )
+    _assert_401(await _me(client, expired), "expired", presented=True)
+    expect(await client.post("/logout", headers=bearer(token)), 204)
+    _assert_401(await _me(client, token), "revoked", presented=True)
+    # a token that was once verified and is then presented again after it expired is told so too
+    short = _forge(
+        settings, await login(client, ADMIN_EMAIL, ADMIN_PASSWORD), exp=int(datetime.now(UTC).timestamp()) + 1
+    )
+    expect(await _me(client, short), 200)
+    await asyncio.sleep(1.5)
+    _assert_401(await _me(client, short), "expired", presented=True)
