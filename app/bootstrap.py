@@ -38,10 +38,13 @@ def create_channels(settings: Settings) -> ChannelsPlugin:
     backend: Any
     if settings.redis_url:
         # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
-        from litestar.channels.backends.redis import RedisChannelsPubSubBackend
         from redis.asyncio import Redis
 
-        backend = RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
+        from app.redis_channels import NamespacedRedisPubSubBackend
+
+        backend = NamespacedRedisPubSubBackend(
+            redis=Redis.from_url(settings.redis_url), namespace=settings.redis_namespace
+        )
     else:
         backend = MemoryChannelsBackend()
     return ChannelsPlugin(
@@ -57,11 +60,15 @@ def create_stores(settings: Settings) -> dict[str, Store]:
     """Revoked tokens and rate-limit counters: in memory, or shared by all workers through Redis."""
     if settings.redis_url:
         from litestar.stores.redis import RedisStore
+        from redis.asyncio import Redis
 
-        root = RedisStore.with_client(url=settings.redis_url, namespace=settings.redis_namespace)
+        # "<namespace>:revoked", not RedisStore.with_namespace's "<namespace>_revoked": every key VMS
+        # writes starts with "<namespace>:", so a deployment's keys are one SCAN pattern.
+        client = Redis.from_url(settings.redis_url)
+        namespace = settings.redis_namespace
         return {
-            "revoked_tokens": root.with_namespace("revoked"),
-            "rate_limit": root.with_namespace("ratelimit"),
+            name: RedisStore(client, namespace=f"{namespace}:{part}", handle_client_shutdown=True)
+            for name, part in (("revoked_tokens", "revoked"), ("rate_limit", "ratelimit"))
         }
     return {"revoked_tokens": MemoryStore(), "rate_limit": MemoryStore()}
 

@@ -41,7 +41,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     login_rate_limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
     allow_signup: bool = True
     redis_url: str | None = None
-    # Prefix of every Redis key VMS writes (stores); lets several deployments or test runs share a server.
+    # Prefix ("<namespace>:") of every Redis key and pub/sub channel VMS uses; lets several deployments or
+    # test runs share a server without seeing each other's events, revocations or counters.
     redis_namespace: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "vms"
     cors_origins: list[str] = msgspec.field(default_factory=list)
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
