@@ -25,6 +25,7 @@ from app.domain.vms.reads import VMReadCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
 from app.runtime import Runtime
 from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_auth
+from app.throttle import FailureCounters, FallbackStore
 
 log = structlog.get_logger("vms.bootstrap")
 
@@ -56,21 +57,45 @@ def create_channels(settings: Settings) -> ChannelsPlugin:
     )
 
 
+def _redis_client(url: str) -> Any:
+    """A client for the stores and counters: short timeouts and no retries, so a request waits about a
+    second at most for an unreachable Redis before the counters fall back (app/throttle.py)."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
 def create_stores(settings: Settings) -> dict[str, Store]:
     """Revoked tokens and rate-limit counters: in memory, or shared by all workers through Redis."""
     if settings.redis_url:
         from litestar.stores.redis import RedisStore
-        from redis.asyncio import Redis
 
         # "<namespace>:revoked", not RedisStore.with_namespace's "<namespace>_revoked": every key VMS
         # writes starts with "<namespace>:", so a deployment's keys are one SCAN pattern.
-        client = Redis.from_url(settings.redis_url)
+        client = _redis_client(settings.redis_url)
         namespace = settings.redis_namespace
         return {
-            name: RedisStore(client, namespace=f"{namespace}:{part}", handle_client_shutdown=True)
-            for name, part in (("revoked_tokens", "revoked"), ("rate_limit", "ratelimit"))
+            "revoked_tokens": RedisStore(
+                client, namespace=f"{namespace}:revoked", handle_client_shutdown=True
+            ),
+            # A dead Redis must not turn every login into a 500: the per-address limit goes per process.
+            "rate_limit": FallbackStore(
+                RedisStore(client, namespace=f"{namespace}:ratelimit", handle_client_shutdown=True),
+                MemoryStore(),
+                what="the per-address login limit",
+            ),
         }
     return {"revoked_tokens": MemoryStore(), "rate_limit": MemoryStore()}
+
+
+def create_login_failures(settings: Settings) -> FailureCounters:
+    """The per-account failed-login counters: in Redis (under the namespace) when configured."""
+    redis = _redis_client(settings.redis_url) if settings.redis_url else None
+    return FailureCounters(
+        redis, prefix=f"{settings.redis_namespace}:login-failures", what="the per-account login limit"
+    )
 
 
 def create_runtime(
@@ -103,6 +128,7 @@ def create_runtime(
         ),
         principals=principals,
         vm_reads=VMReadCache(engine, enabled=single_process, max_entries=settings.vm_cache_entries),
+        login_failures=create_login_failures(settings),
     )
     return runtime, jwt_auth
 
@@ -140,4 +166,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, async
             yield runtime, session_maker
     finally:
         runtime.hasher.close()
+        await runtime.login_failures.close()
         await engine.dispose()

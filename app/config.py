@@ -39,6 +39,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bcrypt_rounds: Annotated[int, msgspec.Meta(ge=4, le=16)] = 12
     bcrypt_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     login_rate_limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
+    # Failed logins for one email (from any address) within 15 minutes before its logins get 429.
+    login_account_failures: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
     allow_signup: bool = True
     redis_url: str | None = None
     # Prefix ("<namespace>:") of every Redis key and pub/sub channel VMS uses; lets several deployments or
