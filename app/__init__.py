@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         restore_after_serving()
         await connections.stop()
         runtime.hasher.close()
+        await runtime.login_failures.close()
         await engine.dispose()
 
     login_rate_limit = RateLimitConfig(

@@ -25,6 +25,7 @@ from app.domain.vms.reads import VMReadCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
 from app.runtime import Runtime
 from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_auth
+from app.throttle import FailureCounters, FallbackStore
 
 log = structlog.get_logger("vms.bootstrap")
 
@@ -38,10 +39,13 @@ def create_channels(settings: Settings) -> ChannelsPlugin:
     backend: Any
     if settings.redis_url:
         # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
-        from litestar.channels.backends.redis import RedisChannelsPubSubBackend
         from redis.asyncio import Redis
 
-        backend = RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
+        from app.redis_channels import NamespacedRedisPubSubBackend
+
+        backend = NamespacedRedisPubSubBackend(
+            redis=Redis.from_url(settings.redis_url), namespace=settings.redis_namespace
+        )
     else:
         backend = MemoryChannelsBackend()
     return ChannelsPlugin(
@@ -53,6 +57,16 @@ def create_channels(settings: Settings) -> ChannelsPlugin:
     )
 
 
+def _redis_client(url: str) -> Any:
+    """A client for the stores and counters: short timeouts and no retries, so a request waits about a
+    second at most for an unreachable Redis before the counters fall back (app/throttle.py)."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
 def create_stores(settings: Settings) -> dict[str, Store]:
     """Rate-limit counters: in memory, or shared by all workers through Redis.
 
@@ -61,9 +75,27 @@ def create_stores(settings: Settings) -> dict[str, Store]:
     if settings.redis_url:
         from litestar.stores.redis import RedisStore
 
-        root = RedisStore.with_client(url=settings.redis_url, namespace=settings.redis_namespace)
-        return {"rate_limit": root.with_namespace("ratelimit")}
+        # "<namespace>:ratelimit", not RedisStore.with_namespace's "<namespace>_ratelimit": every key VMS
+        # writes starts with "<namespace>:", so a deployment's keys are one SCAN pattern.
+        client = _redis_client(settings.redis_url)
+        namespace = settings.redis_namespace
+        return {
+            # A dead Redis must not turn every login into a 500: the per-address limit goes per process.
+            "rate_limit": FallbackStore(
+                RedisStore(client, namespace=f"{namespace}:ratelimit", handle_client_shutdown=True),
+                MemoryStore(),
+                what="the per-address login limit",
+            ),
+        }
     return {"rate_limit": MemoryStore()}
+
+
+def create_login_failures(settings: Settings) -> FailureCounters:
+    """The per-account failed-login counters: in Redis (under the namespace) when configured."""
+    redis = _redis_client(settings.redis_url) if settings.redis_url else None
+    return FailureCounters(
+        redis, prefix=f"{settings.redis_namespace}:login-failures", what="the per-account login limit"
+    )
 
 
 def create_runtime(
@@ -96,6 +128,7 @@ def create_runtime(
         ),
         principals=principals,
         vm_reads=VMReadCache(engine, enabled=single_process, max_entries=settings.vm_cache_entries),
+        login_failures=create_login_failures(settings),
     )
     return runtime, jwt_auth
 
@@ -133,4 +166,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, async
             yield runtime, session_maker
     finally:
         runtime.hasher.close()
+        await runtime.login_failures.close()
         await engine.dispose()

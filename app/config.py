@@ -39,9 +39,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bcrypt_rounds: Annotated[int, msgspec.Meta(ge=4, le=16)] = 12
     bcrypt_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     login_rate_limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
+    # Failed logins for one email (from any address) within 15 minutes before its logins get 429.
+    login_account_failures: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
     allow_signup: bool = True
     redis_url: str | None = None
-    # Prefix of every Redis key VMS writes (stores); lets several deployments or test runs share a server.
+    # Prefix ("<namespace>:") of every Redis key and pub/sub channel VMS uses; lets several deployments or
+    # test runs share a server without seeing each other's events, revocations or counters.
     redis_namespace: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "vms"
     cors_origins: list[str] = msgspec.field(default_factory=list)
     trusted_proxies: list[str] = msgspec.field(default_factory=list)

@@ -9,7 +9,8 @@ from app.db import WriteGate
 from app.domain.auth.principals import Principals
 from app.domain.vms.reads import VMReadCache
 from app.events import EventPublisher
-from app.security import LoginThrottle, PasswordHasher, TokenService
+from app.security import PasswordHasher, TokenService
+from app.throttle import FailureCounters
 
 RUNTIME_STATE_KEY = "runtime"
 
@@ -20,7 +21,7 @@ class Runtime:
     __slots__ = (
         "events",
         "hasher",
-        "login_throttle",
+        "login_failures",
         "principals",
         "settings",
         "tokens",
@@ -38,6 +39,7 @@ class Runtime:
         tokens: TokenService,
         principals: Principals,
         vm_reads: VMReadCache,
+        login_failures: FailureCounters,
     ) -> None:
         self.settings = settings
         self.hasher = hasher
@@ -46,7 +48,7 @@ class Runtime:
         self.tokens = tokens
         self.principals = principals
         self.vm_reads = vm_reads
-        self.login_throttle = LoginThrottle(settings.login_rate_limit)
+        self.login_failures = login_failures
 
 
 def runtime_of(state: State) -> Runtime:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import os
 import sys
@@ -20,12 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import bcrypt
 import jwt
 from litestar.connection import ASGIConnection, Request
-from litestar.exceptions import (
-    NotAuthorizedException,
-    PermissionDeniedException,
-    TooManyRequestsException,
-    WebSocketException,
-)
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketException
 from litestar.middleware.authentication import AuthenticationResult
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
@@ -36,7 +30,6 @@ from app.domain.users.schemas import MAX_PASSWORD_BYTES
 
 if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
-    from litestar.stores.base import Store
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 JWT_ALGORITHM = "HS256"
@@ -349,30 +342,3 @@ def _is_trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.
     except ValueError:
         return False
     return any(ip in network for network in networks)
-
-
-class LoginThrottle:
-    """At most ``limit`` login attempts per minute against one email, whoever sends them.
-
-    Litestar's rate-limit middleware already limits each client address; this second limit stops a
-    password-guessing run spread over many addresses. It shares the middleware's store, so it follows
-    ``VMS_REDIS_URL`` across workers. Fixed one-minute windows: cheap, and good enough for this purpose.
-    """
-
-    WINDOW_SECONDS = 60
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    async def check(self, store: Store, email: str) -> None:
-        window = int(datetime.now(UTC).timestamp()) // self.WINDOW_SECONDS
-        key = f"login-email:{window}:{hashlib.sha256(email.lower().encode()).hexdigest()}"
-        raw = await store.get(key)
-        attempts = int(raw or 0) + 1
-        await store.set(key, str(attempts).encode(), expires_in=self.WINDOW_SECONDS)
-        if attempts > self.limit:
-            retry_after = self.WINDOW_SECONDS - int(datetime.now(UTC).timestamp()) % self.WINDOW_SECONDS
-            raise TooManyRequestsException(
-                "Too many login attempts for this account; try again later",
-                headers={"Retry-After": str(max(retry_after, 1))},
-            )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -275,3 +278,49 @@ async def run_server(app: Litestar) -> AsyncIterator[LiveServer]:
 def decode(message: str | bytes) -> dict[str, Any]:
     result: dict[str, Any] = msgspec.json.decode(message)
     return result
+
+
+# ---------------------------------------------------------------- a Redis server of the test's own
+
+
+@dataclass
+class PrivateRedis:
+    """A ``redis-server`` this test started (no persistence), for isolation or for killing it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """Started on a free port, stopped by its PID afterwards; the shared server is never touched."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed: CI must run the Redis fault tests")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = PrivateRedis(url=f"redis://127.0.0.1:{port}/0", process=process)
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=1)
+        for _ in range(250):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None, "redis-server exited at start"
+                time.sleep(0.02)
+        client.close()
+        yield server
+    finally:
+        server.kill()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException, ValidationException
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +26,9 @@ from app.runtime import Runtime
 from app.security import client_address, requires_user, session_id_of
 
 INVALID_CREDENTIALS = "Incorrect email or password"
+ACCOUNT_THROTTLED = "Too many failed logins for this account; try again later"
+ACCOUNT_WINDOW_SECONDS = 15 * 60
+log = structlog.get_logger("vms.auth")
 FORM_TYPES = (RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value)
 
 
@@ -72,6 +78,30 @@ async def _read_credentials(request: Request[Any, Any, Any]) -> tuple[str, str]:
         raise ValidationException(f"Invalid login body: {exc}") from exc
 
 
+def _account_key(runtime: Runtime, email: str) -> str:
+    """The counter key of an email: an HMAC under the JWT secret (shared by every worker), so what sits in
+    Redis names no account, and cannot be matched against a list of known addresses either."""
+    secret = runtime.tokens.auth.token_secret.encode()
+    return hmac.new(secret, b"login-account:" + email.lower().encode(), hashlib.sha256).hexdigest()
+
+
+async def _count_attempt(runtime: Runtime, account: str) -> None:
+    """Count this attempt as a failure before checking the password (a success clears it), and refuse it
+    once the account has had its allowance in the window.
+
+    Counting first, not after the check, is what bounds concurrency: a burst of guesses sent at once all
+    pass a read-only check before any of them has failed. A refused attempt runs no bcrypt, and unknown
+    emails count exactly like existing ones, so the answers do not tell which accounts exist.
+    """
+    limit = runtime.settings.login_account_failures
+    attempts, retry_after = await runtime.login_failures.hit(account, ACCOUNT_WINDOW_SECONDS)
+    if attempts <= limit:
+        return
+    if attempts == limit + 1:  # once per window, so a flood of refused attempts does not flood the log
+        log.warning("login throttled for an account", account=account[:12], retry_after=retry_after)
+    raise TooManyRequestsException(ACCOUNT_THROTTLED, headers={"Retry-After": str(retry_after)})
+
+
 class AuthController(Controller):
     tags = ["auth"]  # noqa: RUF012
 
@@ -91,10 +121,13 @@ class AuthController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> TokenResponse:
         email, password = await _read_credentials(request)
+        account = _account_key(runtime, email)
+        await _count_attempt(runtime, account)
         users = UserService(session=db_session, runtime=runtime)
         user = await users.authenticate(email, password)
         if user is None:
             raise NotAuthorizedException(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+        await runtime.login_failures.clear(account)
         session = await AuthSessionService(session=db_session, runtime=runtime).open(
             user, client_ip=client_address(request), user_agent=request.headers.get("user-agent")
         )
