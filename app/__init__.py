@@ -38,7 +38,7 @@ from app.headers import add_security_headers, complete_allow_header
 from app.health import health
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
-from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, create_openapi_config
+from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, WriteBodySchemaPlugin, create_openapi_config
 from app.runtime import RUNTIME_STATE_KEY, provide_runtime
 from app.security import client_address
 from app.ws_close import accept_before_close
@@ -104,7 +104,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         state=State({RUNTIME_STATE_KEY: runtime, "ws_connections": connections}),
-        plugins=[SQLAlchemyPlugin(config=alchemy), channels, logging, UsersCLIPlugin()],
+        plugins=[
+            SQLAlchemyPlugin(config=alchemy),
+            channels,
+            logging,
+            UsersCLIPlugin(),
+            WriteBodySchemaPlugin(),
+        ],
         middleware=[login_rate_limit.middleware, jwt_auth.middleware],
         before_send=[add_security_headers, complete_allow_header],
         stores=create_stores(settings),

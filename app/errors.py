@@ -1,12 +1,12 @@
 """One error shape everywhere (Litestar's ``{status_code, detail, extra}``), and no internals in it.
 
-Validation messages name the offending field in ``detail``; repository and database errors become 404 or
-409; anything unexpected becomes a bare 500 whose details only reach the log.
+Validation messages name every offending field in ``detail``, in words (app/validation.py); repository
+and database errors become 404 or 409; anything unexpected becomes a bare 500 whose details only reach
+the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -23,6 +23,8 @@ from litestar.status_codes import (
 )
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from app.validation import describe, humanise
 
 log = structlog.get_logger("vms.errors")
 
@@ -58,49 +60,36 @@ def _field_of(item: dict[str, Any]) -> str | None:
     return None
 
 
-def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    parts = []
-    for item in extra:
-        if isinstance(item, dict):
-            field = _field_of(item)
-            message = str(item.get("message", "invalid value"))
-            parts.append(f"{field}: {message}" if field and field not in message else message)
+def _in_words(request: Request[Any, Any, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """One problem Litestar or msgspec reported, rewritten as ``{key, message, source}`` a person reads."""
+    field = _field_of(item)
+    raw = str(item.get("message", "invalid value"))
+    message = humanise(raw.removeprefix(f"`{field}`: ") if field else raw)
+    if raw.startswith("Invalid enum value") and field:
+        message = _choices_of(request, field) or message
+    return {**item, "key": field, "message": message} if field else {**item, "message": message}
+
+
+def _choices_of(request: Request[Any, Any, Any], name: str) -> str | None:
+    # msgspec names the refused value, not the allowed ones; the handler's signature has them.
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    if parameter is None:
+        return None
+    try:
+        return describe(msgspec.inspect.type_info(parameter.annotation), annotation=parameter.annotation)
+    except (TypeError, ValueError):  # an annotation msgspec cannot inspect: keep the generic words
+        return None
+
+
+def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = (
+        [_in_words(request, item) for item in exc.extra if isinstance(item, dict)]
+        if isinstance(exc.extra, list)
+        else []
+    )
+    parts = [f"{item['key']}: {item['message']}" if item.get("key") else item["message"] for item in extra]
     detail = "Invalid request: " + "; ".join(parts) if parts else (exc.detail or "Invalid request")
     return _response(exc.status_code, detail, extra or None)
-
-
-def strict_json_body(struct_type: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """A ``before_request`` hook that checks the JSON body against ``struct_type`` without type coercion.
-
-    Why: Litestar converts request bodies with ``strict=False``, so ``{"cores": "2"}`` was silently accepted
-    as an integer. A wrong type must be a 400 naming the field. A float with no fractional part (``40.0``)
-    stays acceptable: it is an ``integer`` in JSON Schema, which is what the OpenAPI document promises.
-    Malformed JSON and non-object bodies are left to Litestar, which already answers 400.
-    """
-
-    async def check(request: Request[Any, Any, Any]) -> None:
-        try:
-            body = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError:
-            return
-        if not isinstance(body, dict):
-            return
-        body = {
-            key: int(value) if isinstance(value, float) and value.is_integer() else value
-            for key, value in body.items()
-        }
-        try:
-            msgspec.convert(body, struct_type, strict=True)
-        except msgspec.ValidationError as exc:
-            message, _, path = str(exc).partition(" - at `")
-            key = path.rstrip("`").removeprefix("$").removeprefix(".") or "data"
-            raise ValidationException(
-                f"Invalid request: {key}: {message}",
-                extra=[{"message": message, "key": key, "source": "body"}],
-            ) from exc
-
-    return check
 
 
 def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

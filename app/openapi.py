@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import msgspec
+
+# Litestar's own plugin for Structs, extended below; it is not exported publicly.
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, Server
+from litestar.openapi.spec import Components, Schema, Server
+from litestar.typing import FieldDefinition
 
 from app.config import PROJECT_ROOT
+from app.validation import read_only_fields
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
 
 SCALAR_VERSION = "1.76.0"
 SCALAR_ASSETS_DIR = PROJECT_ROOT / "app" / "static" / "scalar"
@@ -41,6 +49,35 @@ def responses_for(*codes: int) -> dict[int, ResponseSpec]:
         code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
         for code in codes
     }
+
+
+class WriteBodySchemaPlugin(StructSchemaPlugin):
+    """The schema of a request body says what app/validation.py enforces about its keys.
+
+    Unknown fields are refused, so ``additionalProperties: false`` (a schema-driven client would otherwise
+    send extra keys, as Schemathesis does); the representation's read-only fields are accepted and
+    ignored, so they are listed with ``readOnly: true``.
+    """
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return super().is_plugin_supported_field(field_definition) and bool(
+            read_only_fields(field_definition.type_)
+        )
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        hints = get_type_hints(field_definition.type_.representation, include_extras=True)
+        properties = dict(schema.properties or {})
+        for name in sorted(read_only_fields(field_definition.type_)):
+            read_only = schema_creator.for_field_definition(
+                FieldDefinition.from_annotation(hints[name], name=name)
+            )
+            if isinstance(read_only, Schema):
+                read_only.read_only = True
+            properties[name] = read_only
+        schema.properties = properties
+        schema.additional_properties = False
+        return schema
 
 
 def create_openapi_config(*, use_cdn: bool, version: str, components: list[Components]) -> OpenAPIConfig:

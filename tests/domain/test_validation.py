@@ -235,3 +235,177 @@ async def test_bad_query_parameters(client: Any, admin: Account) -> None:
         # the limits themselves are fine
         for params in ({"limit": 1}, {"limit": 1000}, {"offset": 0}, {"offset": 2**31 - 1}):
             expect(await client.get(path, params=params, headers=admin.headers), 200)
+
+
+# ---------------------------------------------------------------- every field named, in words; unknown fields
+
+# What Python or JSON Schema calls whitespace, alone or mixed: none of it is a name.
+BLANK = [" ", "   ", "\t", "\n", "\r\n", "\u3000", "\xa0", "\ufeff", "\x1c", "\x85", " \u2028 \u2009"]
+# No regular expression and none of msgspec's own wording in what a person reads.
+JARGON = ["Expected", "`", "regex", "\\x", "^[", "$.", "got `"]
+
+
+def assert_in_words(detail: str) -> None:
+    leaked = [word for word in JARGON if word in detail]
+    assert not leaked, f"{leaked} in {detail!r}"
+
+
+async def test_blank_names_and_os_are_refused(client: Any, admin: Account, cliente: Account) -> None:
+    vm = await create_vm(client, admin)
+    user_url = f"/users/{cliente.id}"
+    user_before = expect(await client.get(user_url, headers=admin.headers), 200)
+    for value in BLANK:
+        for field in ("name", "os"):
+            response = await client.post("/vms", json={**VM_BODY, field: value}, headers=admin.headers)
+            assert_error(response, 400, field=field)
+            for method in ("patch", "put"):
+                response = await getattr(client, method)(
+                    f"/vms/{vm['id']}", json={field: value}, headers=admin.headers
+                )
+                assert_error(response, 400, field=field)
+        assert_error(await client.post("/users", json=user_body(name=value)), 400, field="name")
+        for account in (admin, cliente):
+            for method in ("patch", "put"):
+                response = await getattr(client, method)(
+                    user_url, json={"name": value}, headers=account.headers
+                )
+                assert_error(response, 400, field="name")
+    assert await total_count(client, "/vms", admin.headers) == 1
+    assert expect(await client.get(f"/vms/{vm['id']}", headers=admin.headers), 200) == vm
+    assert expect(await client.get(user_url, headers=admin.headers), 200) == user_before
+    assert await total_count(client, "/users", admin.headers) == 2
+    # spaces around a visible character are the client's business, kept as sent
+    spaced = await create_vm(client, admin, name=" web ", os="\tDebian 12\n")
+    assert (spaced["name"], spaced["os"]) == (" web ", "\tDebian 12\n")
+
+
+async def test_every_missing_field_is_named(client: Any, admin: Account) -> None:
+    body = assert_error(await client.post("/vms", json={}, headers=admin.headers), 400)
+    for field in VM_REQUIRED:
+        assert f"{field}: is required" in body["detail"], body["detail"]
+    assert [item["key"] for item in body["extra"]] == VM_REQUIRED
+    assert all(item["source"] == "body" for item in body["extra"])
+    body = assert_error(await client.post("/users", json={"rol": "cliente"}), 400)
+    for field in ("name", "email", "password"):
+        assert f"{field}: is required" in body["detail"], body["detail"]
+    assert await total_count(client, "/vms", admin.headers) == 0
+
+
+async def test_every_invalid_field_is_named_in_words(client: Any, admin: Account) -> None:
+    vm_body = {"name": " ", "cores": 0, "ram": "x", "disk": 2.5, "os": "o" * 101, "status": "deleted"}
+    expected = [
+        "name: must be 1 to 100 characters and not only spaces",
+        "cores: must be between 1 and 1024",
+        "ram: must be an integer",
+        "disk: must be an integer",
+        "os: must be 1 to 100 characters",
+        "status: must be one of provisioning, running, stopped, paused, error",
+    ]
+    vm = await create_vm(client, admin)
+    for method, url in (("POST", "/vms"), ("PATCH", f"/vms/{vm['id']}"), ("PUT", f"/vms/{vm['id']}")):
+        response = await client.request(method, url, json=vm_body, headers=admin.headers)
+        detail = assert_error(response, 400)["detail"]
+        for words in expected:
+            assert words in detail, (method, words, detail)
+        assert_in_words(detail)
+    user = {"name": "", "email": "a b@example.com", "password": "short", "rol": "root"}
+    expected = [
+        "name: must be 1 to 100 characters and not only spaces",
+        "email: must be a valid email address (one @, no spaces, a dot in the domain)",
+        "password: must be at least 8 characters",
+        "rol: must be one of administrador, cliente",
+    ]
+    for method, url in (("POST", "/users"), ("PATCH", f"/users/{admin.id}"), ("PUT", f"/users/{admin.id}")):
+        response = await client.request(method, url, json=user, headers=admin.headers)
+        detail = assert_error(response, 400)["detail"]
+        for words in expected:
+            assert words in detail, (method, words, detail)
+        assert_in_words(detail)
+    assert await total_count(client, "/vms", admin.headers) == 1
+    assert await total_count(client, "/users", admin.headers) == 1
+
+
+async def test_no_400_speaks_in_regex_or_msgspec(client: Any, admin: Account) -> None:
+    for field, value in BAD_VM_FIELDS:
+        response = await client.post("/vms", json={**VM_BODY, field: value}, headers=admin.headers)
+        assert_in_words(assert_error(response, 400, field=field)["detail"])
+    for field, value in BAD_USER_FIELDS:
+        response = await client.post("/users", json=user_body(**{field: value}))
+        assert_in_words(assert_error(response, 400, field=field)["detail"])
+    for field in VM_REQUIRED:
+        response = await client.post("/vms", json={**VM_BODY, field: None}, headers=admin.headers)
+        assert_in_words(assert_error(response, 400, field=field)["detail"])
+
+
+async def test_query_parameter_messages_are_words(client: Any, admin: Account) -> None:
+    cases = [
+        ("/vms", {"q": "a\x00b"}, "q: must not contain NUL characters"),
+        ("/users", {"q": "a\x00b"}, "q: must not contain NUL characters"),
+        ("/vms", {"os": "\x00"}, "os: must not contain NUL characters"),
+        ("/vms", {"limit": "ten"}, "limit: must be an integer"),
+        ("/vms", {"limit": 0}, "limit: must be at least 1"),
+        (
+            "/vms",
+            {"status": "deleted"},
+            "status: must be one of provisioning, running, stopped, paused, error",
+        ),
+        ("/users", {"rol": "root"}, "rol: must be one of administrador, cliente"),
+    ]
+    for path, params, words in cases:
+        detail = assert_error(await client.get(path, params=params, headers=admin.headers), 400)["detail"]
+        assert words in detail, (path, params, detail)
+        assert_in_words(detail)
+
+
+async def test_unknown_fields_are_refused(client: Any, admin: Account, cliente: Account) -> None:
+    vm = await create_vm(client, admin)
+    vm_url, user_url = f"/vms/{vm['id']}", f"/users/{cliente.id}"
+    user_before = expect(await client.get(user_url, headers=admin.headers), 200)
+    attempts = [
+        ("POST", "/users", user_body(is_admin=True), {}),
+        ("POST", "/users", user_body(is_admin=True), admin.headers),
+        ("PATCH", user_url, {"name": "Renamed", "is_admin": True}, cliente.headers),
+        ("PUT", user_url, {"name": "Renamed", "is_admin": True}, cliente.headers),
+        ("PATCH", user_url, {"name": "Renamed", "is_admin": True}, admin.headers),
+        ("POST", "/vms", {**VM_BODY, "is_admin": True}, admin.headers),
+        ("PATCH", vm_url, {"name": "renamed", "is_admin": True}, admin.headers),
+        ("PUT", vm_url, {"name": "renamed", "is_admin": True}, admin.headers),
+    ]
+    for method, url, body, headers in attempts:
+        response = await client.request(method, url, json=body, headers=headers)
+        detail = assert_error(response, 400, field="is_admin")["detail"]
+        assert "is_admin: is not a field of this resource" in detail, (method, url, detail)
+    assert await total_count(client, "/vms", admin.headers) == 1
+    assert await total_count(client, "/users", admin.headers) == 2
+    assert expect(await client.get(vm_url, headers=admin.headers), 200) == vm
+    assert expect(await client.get(user_url, headers=admin.headers), 200) == user_before
+    # many unknown keys: each of the first few named, the rest counted, the answer stays small
+    many = {**VM_BODY, **{f"k{index}": index for index in range(40_000)}}
+    response = await client.post("/vms", json=many, headers=admin.headers)
+    detail = assert_error(response, 400, field="k0")["detail"]
+    assert "39990 more unknown fields" in detail, detail
+    assert len(response.content) < 4096
+    # /login keeps its own rules
+    expect(await client.post("/login", json={"email": admin.email, "password": admin.password, "x": 1}), 200)
+
+
+async def test_read_only_fields_put_back_are_ignored(client: Any, admin: Account, cliente: Account) -> None:
+    vm = await create_vm(client, admin)
+    for method in ("put", "patch"):
+        sent = {**vm, "name": f"renamed-{method}", "id": vm["id"] + 100, "created_at": "2000-01-01T00:00:00Z"}
+        updated = expect(
+            await getattr(client, method)(f"/vms/{vm['id']}", json=sent, headers=admin.headers), 200
+        )
+        assert (updated["id"], updated["name"]) == (vm["id"], f"renamed-{method}")
+        assert updated["created_at"] == vm["created_at"]
+        user = expect(await client.get(f"/users/{cliente.id}", headers=admin.headers), 200)
+        sent = {**user, "name": f"Renamed {method}", "id": 999, "updated_at": "2000-01-01T00:00:00Z"}
+        response = await getattr(client, method)(f"/users/{cliente.id}", json=sent, headers=admin.headers)
+        updated = expect(response, 200)
+        assert (updated["id"], updated["name"]) == (cliente.id, f"Renamed {method}")
+        assert not updated["updated_at"].startswith("2000")
+    created = await create_vm(client, admin, id=1, created_at="2000-01-01T00:00:00Z", updated_at="x")
+    assert created["id"] != 1
+    assert not created["created_at"].startswith("2000")
+    body = user_body(email="back@example.com", id=1, created_at="2000-01-01T00:00:00Z", updated_at=None)
+    assert expect(await client.post("/users", json=body), 201)["id"] != 1

@@ -419,6 +419,29 @@ def test_email_pattern_means_the_same_to_the_schema_and_the_app(target: Target) 
     assert not disagreements, disagreements
 
 
+def test_blank_name_pattern_means_the_same_to_the_schema_and_the_app(target: Target) -> None:
+    r"""Python's `\s` and JSON Schema's differ, so the whitespace a name may not consist of is spelled out."""
+    schema = _published_schema(target)["components"]["schemas"]["VMCreate"]["properties"]["name"]
+    validator = jsonschema_rs.validator_for(schema)
+    disagreements = []
+    for index, name in enumerate(
+        [" ", "\x1c", "\x1f", "\x85", "\ufeff", "\u3000", "\u200b", "\x7f", " a ", "a\x00"]
+    ):
+        body = {"name": name, "cores": 1, "ram": 1, "disk": 1, "os": f"os-{index}"}
+        status = _accepts(target, "POST", "/vms", body)
+        if validator.is_valid(name) != (status == 201):
+            disagreements.append(f"{name!r}: schema valid={validator.is_valid(name)}, app {status}")
+    assert not disagreements, disagreements
+
+
+def test_write_bodies_refuse_unknown_fields_and_list_read_only_ones(target: Target) -> None:
+    schemas = _published_schema(target)["components"]["schemas"]
+    for name in ("VMCreate", "VMUpdate", "UserCreate", "UserUpdate"):
+        assert schemas[name]["additionalProperties"] is False, name
+        for read_only in ("id", "created_at", "updated_at"):
+            assert schemas[name]["properties"][read_only]["readOnly"] is True, (name, read_only)
+
+
 @pytest.mark.xfail(
     reason="F9: the app limits passwords to 72 UTF-8 bytes, the schema to 72 characters",
     strict=True,

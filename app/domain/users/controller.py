@@ -11,9 +11,8 @@ from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import ROLE_ADMIN, User
-from app.domain.users.schemas import NO_NUL, Role, UserCreate, UserRead, UserUpdate
+from app.domain.users.schemas import Role, UserCreate, UserRead, UserUpdate
 from app.domain.users.services import UserService, to_read
-from app.errors import strict_json_body
 from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
@@ -25,6 +24,7 @@ from app.pagination import (
 )
 from app.runtime import Runtime, runtime_of
 from app.security import AUTH_OPTIONAL, requires_admin, requires_user
+from app.validation import NO_NUL, strict_json_body
 
 UserSort = Literal["id", "name", "email", "rol", "created_at", "updated_at"]
 

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.validation import MAX_UTF8_BYTES, MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
+
 Role = Literal["administrador", "cliente"]
-# PostgreSQL text cannot hold U+0000; refusing it here keeps both engines alike and the error a 400.
-NO_NUL = r"^[^\x00]*$"
-Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["Ada Lovelace"])]
+Name = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=VISIBLE_TEXT,
+        examples=["Ada Lovelace"],
+        extra={MESSAGE: VISIBLE_TEXT_WORDS},
+    ),
+]
 # Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is not our business.
 Email = Annotated[
     str,
@@ -22,13 +31,26 @@ Email = Annotated[
         pattern=r"^[^@ \t\n\r\f\v\x00]+@[^@ \t\n\r\f\v\x00]+\.[^@ \t\n\r\f\v\x00]+$",
         examples=["ada@example.com"],
         description="Unique, compared case-insensitively; stored lower-cased.",
+        extra={
+            MESSAGE: "must be a valid email address (one @, no spaces, a dot in the domain) "
+            "of at most {max_length} characters"
+        },
     ),
 ]
+MAX_PASSWORD_BYTES = 72
 Password = Annotated[
     str,
-    Meta(min_length=8, max_length=72, examples=["correct horse battery"], description="8 to 72 UTF-8 bytes."),
+    Meta(
+        min_length=8,
+        max_length=72,
+        examples=["correct horse battery"],
+        description="8 to 72 UTF-8 bytes.",
+        extra={
+            MAX_UTF8_BYTES: MAX_PASSWORD_BYTES,
+            MESSAGE: "must be at least {min_length} characters and at most {max_utf8_bytes} UTF-8 bytes",
+        },
+    ),
 ]
-MAX_PASSWORD_BYTES = 72
 
 
 def check_password_bytes(field: str, password: str | UnsetType | None) -> None:
@@ -37,7 +59,19 @@ def check_password_bytes(field: str, password: str | UnsetType | None) -> None:
         raise ValueError(f"`{field}`: must be at most {MAX_PASSWORD_BYTES} UTF-8 bytes")
 
 
+class UserRead(Struct, kw_only=True):
+    id: int
+    name: str
+    email: str
+    rol: Role
+    created_at: datetime
+    updated_at: datetime
+
+
 class UserCreate(Struct, kw_only=True):
+    # Clients PUT back what they GET: its other fields are accepted and ignored (app/validation.py).
+    representation: ClassVar[type[Struct]] = UserRead
+
     name: Name
     email: Email
     password: Password
@@ -49,6 +83,8 @@ class UserCreate(Struct, kw_only=True):
 
 
 class UserUpdate(Struct, kw_only=True, omit_defaults=True):
+    representation: ClassVar[type[Struct]] = UserRead
+
     name: Name | UnsetType = UNSET
     email: Email | UnsetType = UNSET
     password: Password | UnsetType = UNSET
@@ -67,12 +103,3 @@ class UserUpdate(Struct, kw_only=True, omit_defaults=True):
             for name in self.__struct_fields__
             if (value := getattr(self, name)) is not UNSET and name not in {"password", "current_password"}
         }
-
-
-class UserRead(Struct, kw_only=True):
-    id: int
-    name: str
-    email: str
-    rol: Role
-    created_at: datetime
-    updated_at: datetime

@@ -11,10 +11,8 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import User
-from app.domain.users.schemas import NO_NUL
 from app.domain.vms.schemas import VMCreate, VMRead, VMStatus, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
-from app.errors import strict_json_body
 from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
@@ -26,6 +24,7 @@ from app.pagination import (
 )
 from app.runtime import runtime_of
 from app.security import requires_admin, requires_user
+from app.validation import NO_NUL, strict_json_body
 
 VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
 

@@ -3,39 +3,36 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from app.domain.users.schemas import NO_NUL
+from app.validation import MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
 
 VMStatus = Literal["provisioning", "running", "stopped", "paused", "error"]
-VMName = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["web-01"])]
-OSName = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["Debian 12"])]
+VMName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=VISIBLE_TEXT,
+        examples=["web-01"],
+        extra={MESSAGE: VISIBLE_TEXT_WORDS},
+    ),
+]
+OSName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=VISIBLE_TEXT,
+        examples=["Debian 12"],
+        extra={MESSAGE: VISIBLE_TEXT_WORDS},
+    ),
+]
 Cores = Annotated[int, Meta(ge=1, le=1024, examples=[4])]
 RamMB = Annotated[int, Meta(ge=1, le=16_777_216, description="RAM in MB", examples=[8192])]
 DiskGB = Annotated[int, Meta(ge=1, le=1_048_576, description="Disk in GB", examples=[100])]
-
-
-class VMCreate(Struct, kw_only=True):
-    name: VMName
-    cores: Cores
-    ram: RamMB
-    disk: DiskGB
-    os: OSName
-    status: VMStatus = "provisioning"
-
-
-class VMUpdate(Struct, kw_only=True, omit_defaults=True):
-    name: VMName | UnsetType = UNSET
-    cores: Cores | UnsetType = UNSET
-    ram: RamMB | UnsetType = UNSET
-    disk: DiskGB | UnsetType = UNSET
-    os: OSName | UnsetType = UNSET
-    status: VMStatus | UnsetType = UNSET
-
-    def changes(self) -> dict[str, object]:
-        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
 
 
 class VMRead(Struct, kw_only=True):
@@ -48,3 +45,29 @@ class VMRead(Struct, kw_only=True):
     status: VMStatus
     created_at: datetime
     updated_at: datetime
+
+
+class VMCreate(Struct, kw_only=True):
+    # Clients PUT back what they GET: its other fields are accepted and ignored (app/validation.py).
+    representation: ClassVar[type[Struct]] = VMRead
+
+    name: VMName
+    cores: Cores
+    ram: RamMB
+    disk: DiskGB
+    os: OSName
+    status: VMStatus = "provisioning"
+
+
+class VMUpdate(Struct, kw_only=True, omit_defaults=True):
+    representation: ClassVar[type[Struct]] = VMRead
+
+    name: VMName | UnsetType = UNSET
+    cores: Cores | UnsetType = UNSET
+    ram: RamMB | UnsetType = UNSET
+    disk: DiskGB | UnsetType = UNSET
+    os: OSName | UnsetType = UNSET
+    status: VMStatus | UnsetType = UNSET
+
+    def changes(self) -> dict[str, object]:
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
