@@ -349,3 +349,64 @@ async def test_collection_paths_answer_with_and_without_trailing_slash(
     assert expect(created, 201)["name"] == "slashed"
     signup = {"name": "Slash", "email": "slash@example.com", "password": "slash-password"}
     assert expect(await client.post("/users/", json=signup, follow_redirects=False), 201)["rol"] == "cliente"
+
+
+# ---------------------------------------------------------------- conditional requests (RFC 9110)
+
+
+async def test_an_etag_never_names_another_vm(client: Any, admin: Account) -> None:
+    """Failed before on SQLite: a new VM took a deleted one's id and version 1, so its old ETag matched."""
+    first = await create_vm(client, admin, name="doomed")
+    old_tag = (await client.get(f"/vms/{first['id']}", headers=admin.headers)).headers["ETag"]
+    expect(await client.delete(f"/vms/{first['id']}", headers=admin.headers), 204)
+    second = await create_vm(client, admin, name="newcomer")
+    assert second["id"] != first["id"]
+    response = await client.patch(
+        f"/vms/{second['id']}", json={"cores": 9}, headers={**admin.headers, "If-Match": old_tag}
+    )
+    assert_error(response, 412)
+
+
+async def test_if_match_on_delete(client: Any, admin: Account) -> None:
+    """Failed before: DELETE ignored If-Match."""
+    vm = await create_vm(client, admin)
+    url = f"/vms/{vm['id']}"
+    etag = (await client.get(url, headers=admin.headers)).headers["ETag"]
+    assert_error(await client.delete(url, headers={**admin.headers, "If-Match": '"0.0"'}), 412)
+    assert_error(await client.delete(url, headers={**admin.headers, "If-Match": f"W/{etag}"}), 412)
+    expect(await client.get(url, headers=admin.headers), 200)  # still there
+    expect(await client.delete(url, headers={**admin.headers, "If-Match": f'"0.0", {etag}'}), 204)
+    expect(await client.get(url, headers=admin.headers), 404)
+    other = await create_vm(client, admin)
+    expect(await client.delete(f"/vms/{other['id']}", headers={**admin.headers, "If-Match": "*"}), 204)
+    assert_error(await client.delete(f"/vms/{other['id']}", headers={**admin.headers, "If-Match": "*"}), 404)
+
+
+async def test_weak_tags_never_match_if_match(client: Any, admin: Account) -> None:
+    """Failed before: the W/ prefix was stripped, so a weak tag unlocked a write (RFC 9110: strong match)."""
+    vm = await create_vm(client, admin)
+    url = f"/vms/{vm['id']}"
+    etag = (await client.get(url, headers=admin.headers)).headers["ETag"]
+    assert not etag.startswith("W/")
+    response = await client.patch(url, json={"cores": 3}, headers={**admin.headers, "If-Match": f"W/{etag}"})
+    assert_error(response, 412)
+    response = await client.put(url, json={"cores": 3}, headers={**admin.headers, "If-Match": "*"})
+    assert expect(response, 200)["cores"] == 3
+
+
+async def test_if_none_match_answers_304(client: Any, admin: Account, cliente: Account) -> None:
+    """Failed before: If-None-Match was ignored and the full body sent again."""
+    vm = await create_vm(client, admin)
+    url = f"/vms/{vm['id']}"
+    etag = (await client.get(url, headers=cliente.headers)).headers["ETag"]
+    for tag in (etag, f"W/{etag}", f'"0.0", {etag}', "*"):
+        response = await client.get(url, headers={**cliente.headers, "If-None-Match": tag})
+        assert response.status_code == 304, (tag, response.status_code, response.text)
+        assert response.headers["ETag"] == etag
+        assert response.content == b""
+    response = await client.get(url, headers={**cliente.headers, "If-None-Match": '"0.0"'})
+    assert expect(response, 200)["id"] == vm["id"]
+    await client.patch(url, json={"cores": 5}, headers=admin.headers)
+    response = await client.get(url, headers={**cliente.headers, "If-None-Match": etag})
+    assert expect(response, 200)["cores"] == 5
+    assert response.headers["ETag"] != etag

@@ -7,9 +7,11 @@ from litestar import Controller, HttpMethod, MediaType, Request, Response, delet
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.conditional import if_none_match_matches
 from app.domain.users.models import User
 from app.domain.vms.schemas import VMCreate, VMRead, VMStatus, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
@@ -34,9 +36,23 @@ etag_header = ResponseHeader(
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
-        name="If-Match", max_length=1000, description="Only update if the VM still has this ETag."
+        name="If-Match",
+        max_length=1000,
+        description="Only write if the VM still has one of these ETags (strong comparison: a weak "
+        '`W/"..."` tag never matches); `*` matches any existing VM.',
     ),
 ]
+IfNoneMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-None-Match",
+        max_length=1000,
+        description="Answer 304 with no body if the VM still has one of these ETags (or for `*`).",
+    ),
+]
+not_modified = {
+    304: ResponseSpec(data_container=None, description="Not modified: the VM still has that ETag.")
+}
 
 
 async def provide_vm_service(db_session: NamedDependency[AsyncSession], state: State) -> VMService:
@@ -96,13 +112,19 @@ class VMController(Controller):
         guards=[requires_user],
         summary="Get a VM",
         response_headers=[etag_header],
-        responses=responses_for(401, 404),
+        responses={**responses_for(401, 404), **not_modified},
     )
-    async def get_vm(self, state: State, vm_id: ResourceId) -> Response[VMRead]:
+    async def get_vm(
+        self, state: State, vm_id: ResourceId, if_none_match: IfNoneMatch = None
+    ) -> Response[VMRead]:
         # No session or service here: most reads are answered from memory (app/domain/vms/reads.py).
         found = await runtime_of(state).vm_reads.load(vm_id)
         if found is None:
             raise NotFoundException(f"VM {vm_id} not found")
+        if if_none_match_matches(if_none_match, found.etag):
+            return cast(
+                "Response[VMRead]", Response(content=b"", status_code=304, headers={"ETag": found.etag})
+            )
         # The body is a VMRead, already encoded: Litestar sends bytes as they are.
         response = Response(content=found.body, media_type=MediaType.JSON, headers={"ETag": found.etag})
         return cast("Response[VMRead]", response)
@@ -142,10 +164,14 @@ class VMController(Controller):
     @delete(
         "/{vm_id:int}",
         guards=[requires_admin],
-        summary="Delete a VM (administrador)",
-        responses=responses_for(401, 403, 404),
+        summary="Delete a VM (administrador; honours If-Match)",
+        responses=responses_for(401, 403, 404, 412),
     )
     async def delete_vm(
-        self, request: Request[User, Any, Any], vms: NamedDependency[VMService], vm_id: ResourceId
+        self,
+        request: Request[User, Any, Any],
+        vms: NamedDependency[VMService],
+        vm_id: ResourceId,
+        if_match: IfMatch = None,
     ) -> None:
-        await vms.delete_vm(vm_id, actor=request.user)
+        await vms.delete_vm(vm_id, actor=request.user, if_match=if_match)

@@ -24,7 +24,10 @@ VM_BY_ID = select(*VM_READ_COLUMNS, VirtualMachine.version).where(VirtualMachine
 
 
 def etag_for(vm_id: int, version: int) -> str:
-    return f'"{vm_id}-{version}"'
+    # Ids are never reused (AUTOINCREMENT since migration 0002), so the pair names one version of one VM
+    # for the life of the database. The separator changed with that migration ("-" before): a tag written
+    # for a VM deleted before the upgrade, whose id a new VM could then have taken, can never match.
+    return f'"{vm_id}.{version}"'
 
 
 class CachedVM(msgspec.Struct, frozen=True):

@@ -14,6 +14,7 @@ from sqlalchemy import Select, String, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from app.conditional import if_match_allows
 from app.domain.users.models import User
 from app.domain.vms.models import VirtualMachine
 from app.domain.vms.reads import VM_READ_COLUMNS, etag_for
@@ -57,11 +58,9 @@ def etag_of(vm: VirtualMachine) -> str:
     return etag_for(vm.id, vm.version)
 
 
-def if_match_allows(if_match: str | None, vm: VirtualMachine) -> bool:
-    if if_match is None:
-        return True
-    candidates = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
-    return "*" in candidates or etag_of(vm) in candidates
+def _check_precondition(if_match: str | None, vm: VirtualMachine) -> None:
+    if not if_match_allows(if_match, etag_of(vm)):
+        raise PreconditionFailedException(f"VM {vm.id} has changed: its ETag is {etag_of(vm)}")
 
 
 class VMRepository(SQLAlchemyAsyncRepository[VirtualMachine]):
@@ -114,8 +113,7 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
     ) -> VirtualMachine:
         async with self.runtime.write_gate.transaction(self.repository.session) as end:
             vm = await self._get(vm_id)
-            if not if_match_allows(if_match, vm):
-                raise PreconditionFailedException(f"VM {vm_id} has changed: its ETag is {etag_of(vm)}")
+            _check_precondition(if_match, vm)
             for field, value in data.changes().items():
                 setattr(vm, field, value)
             try:
@@ -127,9 +125,10 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
             end.after_commit(self.runtime.events.vm_event("vm_updated", to_read(vm), actor.id))
         return vm
 
-    async def delete_vm(self, vm_id: int, actor: User) -> None:
+    async def delete_vm(self, vm_id: int, actor: User, if_match: str | None = None) -> None:
         async with self.runtime.write_gate.transaction(self.repository.session) as end:
             vm = await self._get(vm_id)
+            _check_precondition(if_match, vm)
             snapshot = to_read(vm)
             await self.repository.session.delete(vm)
             await self.repository.session.flush()
