@@ -8,31 +8,42 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.credentials import (
+    EMAIL_PATTERN,
+    MAX_EMAIL_CHARS,
+    MAX_PASSWORD_BYTES,
+    MIN_EMAIL_CHARS,
+    MIN_PASSWORD_CHARS,
+    PASSWORD_POLICY,
+)
+
 Role = Literal["administrador", "cliente"]
 # PostgreSQL text cannot hold U+0000; refusing it here keeps both engines alike and the error a 400.
 NO_NUL = r"^[^\x00]*$"
 Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL, examples=["Ada Lovelace"])]
-# Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is not our business.
 Email = Annotated[
     str,
     Meta(
-        min_length=3,
-        max_length=254,
-        # Spelled out rather than \s, which means different things in Python and in JSON Schema regexes.
-        pattern=r"^[^@ \t\n\r\f\v\x00]+@[^@ \t\n\r\f\v\x00]+\.[^@ \t\n\r\f\v\x00]+$",
+        min_length=MIN_EMAIL_CHARS,
+        max_length=MAX_EMAIL_CHARS,
+        pattern=EMAIL_PATTERN,
         examples=["ada@example.com"],
         description="Unique, compared case-insensitively; stored lower-cased.",
     ),
 ]
 Password = Annotated[
     str,
-    Meta(min_length=8, max_length=72, examples=["correct horse battery"], description="8 to 72 UTF-8 bytes."),
+    Meta(
+        min_length=MIN_PASSWORD_CHARS,
+        max_length=MAX_PASSWORD_BYTES,
+        examples=["correct horse battery"],
+        description=f"{PASSWORD_POLICY}.",
+    ),
 ]
-MAX_PASSWORD_BYTES = 72
 
 
 def check_password_bytes(field: str, password: str | UnsetType | None) -> None:
-    # bcrypt only reads 72 bytes; a longer password would be silently truncated, so it is refused.
+    # max_length above counts characters; bcrypt's limit is in bytes (see app/credentials.py).
     if isinstance(password, str) and len(password.encode()) > MAX_PASSWORD_BYTES:
         raise ValueError(f"`{field}`: must be at most {MAX_PASSWORD_BYTES} UTF-8 bytes")
 
