@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, TypeVar
 
-from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
+from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy, StatementFilter
 from litestar import Response
 from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
@@ -49,3 +50,14 @@ def order_filters(sort: str, order: SortOrder) -> list[StatementFilter]:
 
 def page_response(items: list[T], total: int) -> Response[list[T]]:
     return Response(content=items, headers={TOTAL_COUNT_HEADER: str(total)})
+
+
+def any_of(field: str, values: Sequence[object] | None) -> list[StatementFilter]:
+    """``field IN (values)`` for a repeated query filter (``?status=a&status=b`` means either).
+
+    Nothing when the filter is absent. Duplicates are dropped so the IN list stays as short as the
+    distinct values asked for; one value matches exactly what ``field = value`` did.
+    """
+    if not values:
+        return []
+    return [CollectionFilter(field_name=field, values=list(dict.fromkeys(values)))]

@@ -12,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.users.models import User
 from app.domain.users.schemas import NO_NUL
-from app.domain.vms.schemas import VMCreate, VMRead, VMStatus, VMUpdate
+from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMStatus, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
 from app.errors import strict_json_body
 from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
     SortOrder,
+    any_of,
     order_filters,
     page_response,
     provide_limit_offset,
@@ -27,6 +28,13 @@ from app.pagination import (
 from app.runtime import runtime_of
 from app.security import requires_admin, requires_user
 
+# Bounds on repeated filters keep the IN list, and the query string, small: five statuses exist.
+MAX_STATUS_VALUES = 5
+MAX_OS_VALUES = 20
+# Each value bounded as a single one always was: OSName's Meta validates it, and the Parameter repeats
+# the bounds because Litestar documents only a Parameter on list items (a Parameter on the list itself
+# would bound its length instead).
+OSFilter = Annotated[OSName, Parameter(min_length=1, max_length=100, pattern=NO_NUL)]
 VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
 
 etag_header = ResponseHeader(
@@ -67,11 +75,17 @@ class VMController(Controller):
         self,
         vms: NamedDependency[VMService],
         page: NamedDependency[LimitOffset],
-        status: Annotated[VMStatus | None, Parameter(description="Only VMs in this status.")] = None,
-        os: Annotated[
-            str | None,
+        status: Annotated[
+            list[VMStatus] | None,
             Parameter(
-                min_length=1, max_length=100, pattern=NO_NUL, description="Only VMs with exactly this OS."
+                max_items=MAX_STATUS_VALUES, description="Only VMs in this status; repeat for any of several."
+            ),
+        ] = None,
+        os: Annotated[
+            list[OSFilter] | None,
+            Parameter(
+                max_items=MAX_OS_VALUES,
+                description="Only VMs with exactly this OS; repeat for any of several.",
             ),
         ] = None,
         q: Annotated[
@@ -84,12 +98,8 @@ class VMController(Controller):
         filters: list[StatementFilter] = [page, *order_filters(sort, order)]
         if q:
             filters.append(SearchFilter(field_name="name", value=q, ignore_case=True, escape_wildcards=True))
-        extra: dict[str, Any] = {}
-        if status:
-            extra["status"] = status
-        if os:
-            extra["os"] = os
-        items, total = await vms.list_page(*filters, **extra)
+        filters += [*any_of("status", status), *any_of("os", os)]
+        items, total = await vms.list_page(*filters)
         return page_response(items, total)
 
     @get(
