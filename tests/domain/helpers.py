@@ -103,7 +103,7 @@ async def can_login(client: Any, email: str, password: str) -> bool:
 def array_parameter(schema: dict[str, Any], path: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A query parameter of GET ``path`` that takes a list: (its array schema, its items' schema).
 
-    Litestar writes an optional list as ``oneOf: [array, null]`` with ``maxItems`` beside the ``oneOf``.
+    A plain array schema, or Litestar's ``oneOf: [array, null]`` with ``maxItems`` beside the ``oneOf``.
     """
     (parameter,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == name]
     assert parameter.get("explode", True) is True  # the default form style: ?name=a&name=b

@@ -22,6 +22,7 @@ from app.pagination import (
     order_filters,
     page_response,
     provide_limit_offset,
+    repeated_filter,
     total_count_header,
 )
 from app.runtime import Runtime, runtime_of
@@ -62,9 +63,7 @@ class UserController(Controller):
         page: NamedDependency[LimitOffset],
         rol: Annotated[
             list[Role] | None,
-            Parameter(
-                max_items=MAX_ROL_VALUES, description="Only users with this role; repeat for any of several."
-            ),
+            repeated_filter("Only users with this role; repeat for any of several.", MAX_ROL_VALUES, Role),
         ] = None,
         q: Annotated[
             str | None,

@@ -7,6 +7,8 @@ from litestar import Controller, HttpMethod, MediaType, Request, Response, delet
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +25,7 @@ from app.pagination import (
     order_filters,
     page_response,
     provide_limit_offset,
+    repeated_filter,
     total_count_header,
 )
 from app.runtime import runtime_of
@@ -31,10 +34,8 @@ from app.security import requires_admin, requires_user
 # Bounds on repeated filters keep the IN list, and the query string, small: five statuses exist.
 MAX_STATUS_VALUES = 5
 MAX_OS_VALUES = 20
-# Each value bounded as a single one always was: OSName's Meta validates it, and the Parameter repeats
-# the bounds because Litestar documents only a Parameter on list items (a Parameter on the list itself
-# would bound its length instead).
-OSFilter = Annotated[OSName, Parameter(min_length=1, max_length=100, pattern=NO_NUL)]
+# Each os value bounded as a single one always was (OSName validates it; this documents it).
+OS_FILTER_ITEM = Schema(type=OpenAPIType.STRING, min_length=1, max_length=100, pattern=NO_NUL)
 VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
 
 etag_header = ResponseHeader(
@@ -77,15 +78,14 @@ class VMController(Controller):
         page: NamedDependency[LimitOffset],
         status: Annotated[
             list[VMStatus] | None,
-            Parameter(
-                max_items=MAX_STATUS_VALUES, description="Only VMs in this status; repeat for any of several."
+            repeated_filter(
+                "Only VMs in this status; repeat for any of several.", MAX_STATUS_VALUES, VMStatus
             ),
         ] = None,
         os: Annotated[
-            list[OSFilter] | None,
-            Parameter(
-                max_items=MAX_OS_VALUES,
-                description="Only VMs with exactly this OS; repeat for any of several.",
+            list[OSName] | None,
+            repeated_filter(
+                "Only VMs with exactly this OS; repeat for any of several.", MAX_OS_VALUES, OS_FILTER_ITEM
             ),
         ] = None,
         q: Annotated[
