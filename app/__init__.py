@@ -26,7 +26,7 @@ from app.bootstrap import (
     run_migrations,
 )
 from app.cli import UsersCLIPlugin
-from app.config import Settings, check_deployment, get_settings, requested_workers
+from app.config import ConfigError, Settings, check_deployment, get_settings, requested_workers
 from app.db import create_alchemy_config, create_engine
 from app.domain.auth.controller import AuthController
 from app.domain.realtime.connections import ConnectionRegistry
@@ -55,7 +55,20 @@ async def is_login_request(request: Request[Any, Any, Any]) -> bool:
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    settings = settings or get_settings()
+    """The app for these settings, or for the environment's (``litestar run``, ``uvicorn --factory``).
+
+    Built from the environment, a configuration error ends the process with one line naming the variable:
+    the traceback said nothing more and buried it. With explicit settings the ConfigError propagates.
+    """
+    if settings is not None:
+        return _build_app(settings)
+    try:
+        return _build_app(get_settings())
+    except ConfigError as exc:
+        raise SystemExit(f"vms: configuration error: {exc}") from None
+
+
+def _build_app(settings: Settings) -> Litestar:
     for warning in check_deployment(settings, requested_workers(sys.argv, dict(os.environ))):
         log.warning(warning)
     engine = create_engine(settings)

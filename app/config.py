@@ -11,10 +11,13 @@ import secrets
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
+import msgspec.inspect
 from sqlalchemy.engine import make_url
+
+from app.credentials import email_problem, password_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE_ENV = "VMS_CONFIG_FILE"
@@ -99,24 +102,104 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return overrides
 
 
+def _describe(info: msgspec.inspect.Type) -> str:
+    """What a setting accepts, in words, from the type and bounds declared on ``Settings``."""
+    if isinstance(info, msgspec.inspect.UnionType):  # "X | None": None is what leaving it unset means
+        return " or ".join(_describe(t) for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+    if isinstance(info, msgspec.inspect.IntType):
+        if info.ge is not None and info.le is not None:
+            return f"an integer from {info.ge} to {info.le}"
+        return "an integer"
+    if isinstance(info, msgspec.inspect.BoolType):
+        return "true or false"
+    if isinstance(info, msgspec.inspect.StrType) and info.max_length is not None:
+        return f"text of {info.min_length or 0} to {info.max_length} characters"
+    if isinstance(info, msgspec.inspect.ListType):
+        return "a comma-separated list"
+    return "text"
+
+
+_FIELD_TYPES = {
+    field.name: field.type
+    for field in cast("msgspec.inspect.StructType", msgspec.inspect.type_info(Settings)).fields
+}
+_FIELD_HINTS = {field.name: field.type for field in msgspec.structs.fields(Settings)}
+# Never echoed back in an error message.
+_SECRET_KEYS = {"jwt_secret", "admin_password"}
+
+
+def _field_problems(raw: dict[str, Any], origin: dict[str, str]) -> list[str]:
+    """One "NAME: must be ... (got ...)" per value that does not fit its field, or per unknown key."""
+    problems = []
+    for key, value in raw.items():
+        if key not in _FIELD_TYPES:
+            problems.append(f"{origin[key]}: unknown setting")
+            continue
+        try:
+            # One field at a time, so every bad one is named; strict=False lets "12" and "true" from the
+            # environment become int and bool.
+            msgspec.convert(value, _FIELD_HINTS[key], strict=False)
+        except msgspec.ValidationError:
+            got = "" if key in _SECRET_KEYS else f" (got {value!r})"
+            problems.append(f"{origin[key]}: must be {_describe(_FIELD_TYPES[key])}{got}")
+    return problems
+
+
+def _consistency_problems(settings: Settings, origin: dict[str, str]) -> list[str]:
+    """Values that are each well-formed but cannot work, alone or together."""
+
+    def name(key: str) -> str:
+        return origin.get(key, f"{ENV_PREFIX}{key.upper()}")
+
+    problems = []
+    if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        problems.append(
+            f"{name('jwt_secret')}: must be at least {MIN_SECRET_BYTES} bytes "
+            f"(got {len(settings.jwt_secret.encode())})"
+        )
+    scheme = settings.database_url.partition("://")[0] if "://" in settings.database_url else ""
+    if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+        got = f"scheme {scheme!r}" if scheme else "no scheme"
+        problems.append(
+            f"{name('database_url')}: must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL (got {got})"
+        )
+    # The start-up bootstrap creates an administrador only with both; one alone used to do nothing silently.
+    email, password = settings.admin_email, settings.admin_password
+    if email is not None and password is None:
+        problems.append(f"{name('admin_password')}: must be set when {name('admin_email')} is")
+    if password is not None and email is None:
+        problems.append(f"{name('admin_email')}: must be set when {name('admin_password')} is")
+    if email is not None and (problem := email_problem(email)):
+        problems.append(f"{name('admin_email')}: {problem}")
+    if password is not None and (problem := password_problem(password)):
+        problems.append(f"{name('admin_password')}: {problem}")
+    return problems
+
+
 def load_settings(environ: dict[str, str] | None = None, config_file: Path | None = None) -> Settings:
-    """Read the TOML defaults, apply ``VMS_*`` overrides and validate the result."""
+    """Read the TOML defaults, apply ``VMS_*`` overrides and validate the result.
+
+    Raises ConfigError with one line naming every offending variable (or file key) and why.
+    """
     environ = dict(os.environ if environ is None else environ)
     path = config_file or Path(environ.get(CONFIG_FILE_ENV, PROJECT_ROOT / "litestar.toml"))
     raw: dict[str, Any] = {}
     if path.is_file():
-        with path.open("rb") as handle:
-            raw = dict(tomllib.load(handle).get("vms", {}))
-    raw.update(_env_overrides(environ))
-    try:
-        # strict=False lets "12" and "true" from the environment become int and bool.
-        settings = msgspec.convert(raw, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
-    if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(f"VMS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-    if not (settings.is_sqlite or settings.database_url.startswith("postgresql")):
-        raise ConfigError("VMS_DATABASE_URL must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        try:
+            with path.open("rb") as handle:
+                raw = dict(tomllib.load(handle).get("vms", {}))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    # Where each value came from, so a message names what the operator has to change.
+    origin = {key: f"{key} (in {path})" for key in raw}
+    overrides = _env_overrides(environ)
+    origin |= {key: f"{ENV_PREFIX}{key.upper()}" for key in overrides}
+    raw.update(overrides)
+    if problems := _field_problems(raw, origin):
+        raise ConfigError("; ".join(problems))
+    settings = msgspec.convert(raw, Settings, strict=False)
+    if problems := _consistency_problems(settings, origin):
+        raise ConfigError("; ".join(problems))
     return settings
 
 

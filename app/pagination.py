@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
+from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy, StatementFilter
 from litestar import Response
 from litestar.datastructures import ResponseHeader
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Parameter
 
 T = TypeVar("T")
@@ -49,3 +52,31 @@ def order_filters(sort: str, order: SortOrder) -> list[StatementFilter]:
 
 def page_response(items: list[T], total: int) -> Response[list[T]]:
     return Response(content=items, headers={TOTAL_COUNT_HEADER: str(total)})
+
+
+def any_of(field: str, values: Sequence[object] | None) -> list[StatementFilter]:
+    """``field IN (values)`` for a repeated query filter (``?status=a&status=b`` means either).
+
+    Nothing when the filter is absent. Duplicates are dropped so the IN list stays as short as the
+    distinct values asked for; one value matches exactly what ``field = value`` did.
+    """
+    if not values:
+        return []
+    return [CollectionFilter(field_name=field, values=list(dict.fromkeys(values)))]
+
+
+def repeated_filter(description: str, max_items: int, items: Schema | Any) -> Any:
+    """The Parameter of an optional repeated query filter (``list[X] | None``), documented as an array.
+
+    ``items`` is the item schema, or a Literal whose values it enumerates. Litestar would write the type
+    as ``oneOf: [array, null]`` with ``maxItems`` beside the ``oneOf`` and no bounds on the items; a query
+    parameter is never null, and Schemathesis, mutating that wrapper, sent values that serialise back
+    into valid queries and then reported them accepted. Each item is still validated by its annotation.
+    """
+    if not isinstance(items, Schema):
+        items = Schema(type=OpenAPIType.STRING, enum=list(get_args(items)))
+    return Parameter(
+        description=description,
+        max_items=max_items,
+        schema_extra={"one_of": None, "type": OpenAPIType.ARRAY, "items": items, "max_items": max_items},
+    )

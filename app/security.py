@@ -24,9 +24,9 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
+from app.credentials import MAX_PASSWORD_BYTES
 from app.domain.auth.principals import Principals
 from app.domain.users.models import User
-from app.domain.users.schemas import MAX_PASSWORD_BYTES
 
 if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler

@@ -7,7 +7,11 @@ talk to the app through Litestar's synchronous test client.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,3 +284,150 @@ def test_users_commands_are_registered_with_the_litestar_cli(cli_env: dict[str, 
     assert result.exit_code == 0, result.output
     assert "create-admin" in result.output
     assert "list" in result.output
+
+
+# ---------------------------------------------------------------- a bad setting stops the server
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ADMIN_OK = {"VMS_ADMIN_EMAIL": "root@example.com", "VMS_ADMIN_PASSWORD": "root-password"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(command: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run the real server command; return its exit code and everything it printed.
+
+    A server that starts despite the bad setting is killed (its whole process group: ``uv run`` has a
+    child) after a few seconds and reported as exit code 0, which the callers refuse.
+    """
+    port = str(free_port())
+    argv = {
+        "litestar": ["uv", "run", "--locked", "litestar", "run", "--port", port],
+        "uvicorn": [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", port],
+    }[command]
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("VMS_")}
+    environ |= {
+        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}",
+        "VMS_JWT_SECRET_FILE": str(tmp_path / "secret"),
+        "VMS_BCRYPT_ROUNDS": "4",
+        **env,
+    }
+    process = subprocess.Popen(
+        argv,
+        cwd=PROJECT_ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return 0, output
+    return process.returncode, output
+
+
+BAD_SETTINGS = [
+    pytest.param(
+        {"VMS_TOKEN_TTL_MINUTES": "abc"},
+        "VMS_TOKEN_TTL_MINUTES: must be an integer from 1 to 43200 (got 'abc')",
+        id="wrong-type",
+    ),
+    pytest.param(
+        {"VMS_BCRYPT_ROUNDS": "99"},
+        "VMS_BCRYPT_ROUNDS: must be an integer from 4 to 16 (got '99')",
+        id="range",
+    ),
+    pytest.param(
+        {"VMS_DATABASE_URL": "mysql://vms@db/vms"},
+        "VMS_DATABASE_URL: must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL (got scheme 'mysql')",
+        id="database-scheme",
+    ),
+    pytest.param(
+        {"VMS_JWT_SECRET": "too-short"},
+        "VMS_JWT_SECRET: must be at least 32 bytes (got 9)",
+        id="short-secret",
+    ),
+]
+
+CONTRADICTIONS = [
+    pytest.param(
+        {**ADMIN_OK, "VMS_ADMIN_PASSWORD": "short"},
+        "VMS_ADMIN_PASSWORD: must be 8 to 72 UTF-8 bytes (got 5 characters)",
+        id="short-admin-password",
+    ),
+    pytest.param(
+        {**ADMIN_OK, "VMS_ADMIN_PASSWORD": "é" * 37},
+        "VMS_ADMIN_PASSWORD: must be 8 to 72 UTF-8 bytes (got 74 bytes)",
+        id="long-admin-password",
+    ),
+    pytest.param(
+        {"VMS_ADMIN_EMAIL": "root@example.com"},
+        "VMS_ADMIN_PASSWORD: must be set when VMS_ADMIN_EMAIL is",
+        id="email-without-password",
+    ),
+    pytest.param(
+        {"VMS_ADMIN_PASSWORD": "root-password"},
+        "VMS_ADMIN_EMAIL: must be set when VMS_ADMIN_PASSWORD is",
+        id="password-without-email",
+    ),
+    pytest.param(
+        {**ADMIN_OK, "VMS_ADMIN_EMAIL": "root-at-example"},
+        "VMS_ADMIN_EMAIL: must be an email address",
+        id="invalid-admin-email",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "message"), [*BAD_SETTINGS, *CONTRADICTIONS])
+def test_load_settings_names_the_variable_and_the_reason(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env, config_file=ABSENT)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_secrets_are_not_repeated_in_the_message() -> None:
+    for env in ({"VMS_JWT_SECRET": "hunter2-secret"}, {**ADMIN_OK, "VMS_ADMIN_PASSWORD": "hunter2"}):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(env, config_file=ABSENT)
+        assert "hunter2" not in str(raised.value)
+
+
+def test_a_bad_value_in_the_config_file_names_the_file_key(tmp_path: Path) -> None:
+    config = tmp_path / "vms.toml"
+    config.write_text('[vms]\ntoken_ttl_minutes = "soon"\n')
+    with pytest.raises(ConfigError, match=r"token_ttl_minutes \(in .*vms.toml\): must be an integer"):
+        load_settings({}, config_file=config)
+
+
+@pytest.mark.parametrize("command", ["litestar", "uvicorn"])
+@pytest.mark.parametrize(("env", "message"), BAD_SETTINGS)
+def test_a_bad_setting_stops_the_server_with_one_line(
+    command: str, env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    code, output = start_server(command, tmp_path, env)
+    assert code != 0, output
+    assert f"vms: configuration error: {message}" in output
+    assert "Traceback" not in output
+    # the line itself, plus at most the server's own notice (uvicorn: "Error loading ASGI app ...")
+    assert len(output.strip().splitlines()) <= 2, output
+
+
+@pytest.mark.parametrize(("env", "message"), CONTRADICTIONS)
+def test_a_contradiction_stops_the_server_with_one_line(
+    env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    code, output = start_server("uvicorn", tmp_path, env)
+    assert code != 0, output
+    assert f"vms: configuration error: {message}" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "x.sqlite3").exists()  # refused before anything was created

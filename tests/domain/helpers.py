@@ -98,3 +98,16 @@ async def can_login(client: Any, email: str, password: str) -> bool:
     response = await client.post("/login", json={"email": email, "password": password})
     assert response.status_code in {200, 401}, response.text
     return response.status_code == 200
+
+
+def array_parameter(schema: dict[str, Any], path: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A query parameter of GET ``path`` that takes a list: (its array schema, its items' schema).
+
+    A plain array schema, or Litestar's ``oneOf: [array, null]`` with ``maxItems`` beside the ``oneOf``.
+    """
+    (parameter,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == name]
+    assert parameter.get("explode", True) is True  # the default form style: ?name=a&name=b
+    assert parameter.get("style", "form") == "form"
+    wrapper = parameter["schema"]
+    (array,) = [s for s in wrapper.get("oneOf", [wrapper]) if s.get("type") == "array"]
+    return {**array, "maxItems": array.get("maxItems", wrapper.get("maxItems"))}, array["items"]

@@ -18,7 +18,15 @@ from tests.conftest import (
     login,
     make_settings,
 )
-from tests.domain.helpers import assert_error, assert_utc, assert_vm, bearer, expect, total_count
+from tests.domain.helpers import (
+    array_parameter,
+    assert_error,
+    assert_utc,
+    assert_vm,
+    bearer,
+    expect,
+    total_count,
+)
 
 
 async def get_vm(client: Any, account: Account, vm_id: int) -> dict[str, Any]:
@@ -285,6 +293,50 @@ async def test_list_filters(client: Any, admin: Account, cliente: Account) -> No
     assert await listing(client, cliente, q="nothing-like-it") == ([], 0)
     assert await listing(client, cliente, q="web", status="stopped") == (["Web-02"], 1)
     assert await listing(client, cliente, os="Debian 12", status="stopped") == (["batch"], 1)
+
+
+async def test_a_repeated_filter_means_any_of_its_values(
+    client: Any, admin: Account, cliente: Account
+) -> None:
+    await seed(client, admin)
+    running_or_paused = (["web-01", "db-01", "cache-WEB"], 3)
+    assert await listing(client, cliente, status=["running", "paused"]) == running_or_paused
+    assert await listing(client, cliente, status=["paused", "running", "paused"]) == running_or_paused
+    assert await listing(client, cliente, os=["Alpine 3.20", "Ubuntu 24.04"]) == (["Web-02", "cache-WEB"], 2)
+    assert await listing(client, cliente, os=["Alpine 3.20", "nothing"]) == (["cache-WEB"], 1)
+    # OR within one filter, AND between filters
+    both = {"status": ["stopped", "paused"], "os": ["Debian 12", "Alpine 3.20"]}
+    assert await listing(client, cliente, **both) == (["cache-WEB", "batch"], 2)
+    assert await listing(client, cliente, status=["stopped", "paused"], q="web") == (
+        ["Web-02", "cache-WEB"],
+        2,
+    )
+    # X-Total-Count counts every match, not the page
+    page = {"status": ["running", "paused"], "sort": "name", "limit": 1, "offset": 1}
+    assert await listing(client, cliente, **page) == (["db-01"], 3)
+
+
+async def test_repeated_filters_are_bounded_and_each_value_validated(client: Any, cliente: Account) -> None:
+    for params in (
+        {"status": ["running", "nonsense"]},
+        {"status": ["running"] * 6},
+        {"os": ["Debian 12", ""]},
+        {"os": ["Debian 12", "x" * 101]},
+        {"os": [f"os-{n}" for n in range(21)]},
+    ):
+        response = await client.get("/vms", headers=cliente.headers, params=params)
+        assert_error(response, 400)
+    assert expect(await client.get("/vms", headers=cliente.headers, params={"os": ["a"] * 20}), 200) == []
+
+
+async def test_repeated_filters_are_arrays_in_the_schema(client: Any) -> None:
+    schema = (await client.get("/docs/openapi.json")).json()  # not expect(): it names password fields
+    status, status_items = array_parameter(schema, "/vms", "status")
+    assert status["maxItems"] == 5
+    assert set(status_items["enum"]) == {"provisioning", "running", "stopped", "paused", "error"}
+    os, os_items = array_parameter(schema, "/vms", "os")
+    assert os["maxItems"] == 20
+    assert (os_items["minLength"], os_items["maxLength"]) == (1, 100)
 
 
 async def test_list_items_are_the_single_reads_whatever_the_text(client: Any, admin: Account) -> None:

@@ -17,15 +17,19 @@ from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
     SortOrder,
+    any_of,
     order_filters,
     page_response,
     provide_limit_offset,
+    repeated_filter,
     total_count_header,
 )
 from app.runtime import Runtime, runtime_of
 from app.security import AUTH_OPTIONAL, requires_admin, requires_user
 from app.validation import NO_NUL, strict_json_body
 
+# A repeated rol means any of them; the bound keeps the query string small (two roles exist).
+MAX_ROL_VALUES = 5
 UserSort = Literal["id", "name", "email", "rol", "created_at", "updated_at"]
 
 
@@ -57,7 +61,10 @@ class UserController(Controller):
         self,
         users: NamedDependency[UserService],
         page: NamedDependency[LimitOffset],
-        rol: Annotated[Role | None, Parameter(description="Only users with this role.")] = None,
+        rol: Annotated[
+            list[Role] | None,
+            repeated_filter("Only users with this role; repeat for any of several.", MAX_ROL_VALUES, Role),
+        ] = None,
         q: Annotated[
             str | None,
             Parameter(
@@ -72,8 +79,7 @@ class UserController(Controller):
             filters.append(
                 SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True, escape_wildcards=True)
             )
-        extra: dict[str, Any] = {"rol": rol} if rol else {}
-        items, total = await users.get_many_and_count(*filters, **extra)
+        items, total = await users.get_many_and_count(*filters, *any_of("rol", rol))
         return page_response([to_read(user) for user in items], total)
 
     @get("/me", guards=[requires_user], summary="The caller's own account", responses=responses_for(401))

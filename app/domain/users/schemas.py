@@ -8,6 +8,14 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.credentials import (
+    EMAIL_PATTERN,
+    MAX_EMAIL_CHARS,
+    MAX_PASSWORD_BYTES,
+    MIN_EMAIL_CHARS,
+    MIN_PASSWORD_CHARS,
+    PASSWORD_POLICY,
+)
 from app.validation import MAX_UTF8_BYTES, MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
 
 Role = Literal["administrador", "cliente"]
@@ -25,10 +33,9 @@ Name = Annotated[
 Email = Annotated[
     str,
     Meta(
-        min_length=3,
-        max_length=254,
-        # Spelled out rather than \s, which means different things in Python and in JSON Schema regexes.
-        pattern=r"^[^@ \t\n\r\f\v\x00]+@[^@ \t\n\r\f\v\x00]+\.[^@ \t\n\r\f\v\x00]+$",
+        min_length=MIN_EMAIL_CHARS,
+        max_length=MAX_EMAIL_CHARS,
+        pattern=EMAIL_PATTERN,
         examples=["ada@example.com"],
         description="Unique, compared case-insensitively; stored lower-cased.",
         extra={
@@ -37,14 +44,13 @@ Email = Annotated[
         },
     ),
 ]
-MAX_PASSWORD_BYTES = 72
 Password = Annotated[
     str,
     Meta(
-        min_length=8,
-        max_length=72,
+        min_length=MIN_PASSWORD_CHARS,
+        max_length=MAX_PASSWORD_BYTES,
         examples=["correct horse battery"],
-        description="8 to 72 UTF-8 bytes.",
+        description=f"{PASSWORD_POLICY}.",
         extra={
             MAX_UTF8_BYTES: MAX_PASSWORD_BYTES,
             MESSAGE: "must be at least {min_length} characters and at most {max_utf8_bytes} UTF-8 bytes",
@@ -54,7 +60,7 @@ Password = Annotated[
 
 
 def check_password_bytes(field: str, password: str | UnsetType | None) -> None:
-    # bcrypt only reads 72 bytes; a longer password would be silently truncated, so it is refused.
+    # max_length above counts characters; bcrypt's limit is in bytes (see app/credentials.py).
     if isinstance(password, str) and len(password.encode()) > MAX_PASSWORD_BYTES:
         raise ValueError(f"`{field}`: must be at most {MAX_PASSWORD_BYTES} UTF-8 bytes")
 

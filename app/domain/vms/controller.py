@@ -8,26 +8,35 @@ from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conditional import if_none_match_matches
 from app.domain.users.models import User
-from app.domain.vms.schemas import VMCreate, VMRead, VMStatus, VMUpdate
+from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMStatus, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
 from app.openapi import responses_for
 from app.pagination import (
     ResourceId,
     SortOrder,
+    any_of,
     order_filters,
     page_response,
     provide_limit_offset,
+    repeated_filter,
     total_count_header,
 )
 from app.runtime import runtime_of
 from app.security import requires_admin, requires_user
 from app.validation import NO_NUL, strict_json_body
 
+# Bounds on repeated filters keep the IN list, and the query string, small: five statuses exist.
+MAX_STATUS_VALUES = 5
+MAX_OS_VALUES = 20
+# Each os value bounded as a single one always was (OSName validates it; this documents it).
+OS_FILTER_ITEM = Schema(type=OpenAPIType.STRING, min_length=1, max_length=100, pattern=NO_NUL)
 VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
 
 etag_header = ResponseHeader(
@@ -82,11 +91,16 @@ class VMController(Controller):
         self,
         vms: NamedDependency[VMService],
         page: NamedDependency[LimitOffset],
-        status: Annotated[VMStatus | None, Parameter(description="Only VMs in this status.")] = None,
+        status: Annotated[
+            list[VMStatus] | None,
+            repeated_filter(
+                "Only VMs in this status; repeat for any of several.", MAX_STATUS_VALUES, VMStatus
+            ),
+        ] = None,
         os: Annotated[
-            str | None,
-            Parameter(
-                min_length=1, max_length=100, pattern=NO_NUL, description="Only VMs with exactly this OS."
+            list[OSName] | None,
+            repeated_filter(
+                "Only VMs with exactly this OS; repeat for any of several.", MAX_OS_VALUES, OS_FILTER_ITEM
             ),
         ] = None,
         q: Annotated[
@@ -99,12 +113,8 @@ class VMController(Controller):
         filters: list[StatementFilter] = [page, *order_filters(sort, order)]
         if q:
             filters.append(SearchFilter(field_name="name", value=q, ignore_case=True, escape_wildcards=True))
-        extra: dict[str, Any] = {}
-        if status:
-            extra["status"] = status
-        if os:
-            extra["os"] = os
-        items, total = await vms.list_page(*filters, **extra)
+        filters += [*any_of("status", status), *any_of("os", os)]
+        items, total = await vms.list_page(*filters)
         return page_response(items, total)
 
     @get(

@@ -74,7 +74,7 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
         super().__init__(session=session, **kwargs)
         self.runtime = runtime
 
-    async def list_page(self, *filters: StatementFilter, **equal_to: object) -> tuple[list[VMRead], int]:
+    async def list_page(self, *filters: StatementFilter) -> tuple[list[VMRead], int]:
         """One page of VMs and the number matching, ignoring pagination.
 
         Advanced Alchemy's filters build the query, but it selects columns and runs on the session's
@@ -82,9 +82,7 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
         tracking instances that were only read and dropped. The count is a query of its own: the
         window-function count is 0 when the page is empty (offset past the end), which made X-Total-Count lie.
         """
-        statement = select(*VM_READ_COLUMNS).where(
-            *(getattr(VirtualMachine, name) == value for name, value in equal_to.items())
-        )
+        statement = select(*VM_READ_COLUMNS)
         for statement_filter in filters:
             statement = statement_filter.append_to_statement(statement, VirtualMachine)
         count = statement.with_only_columns(func.count(), maintain_column_froms=True)
