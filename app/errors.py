@@ -7,7 +7,8 @@ the log.
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 import structlog
@@ -75,10 +76,21 @@ def _choices_of(request: Request[Any, Any, Any], name: str) -> str | None:
     parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
     if parameter is None:
         return None
+    annotation = _item_type(parameter.annotation)
     try:
-        return describe(msgspec.inspect.type_info(parameter.annotation), annotation=parameter.annotation)
+        return describe(msgspec.inspect.type_info(annotation), annotation=annotation)
     except (TypeError, ValueError):  # an annotation msgspec cannot inspect: keep the generic words
         return None
+
+
+def _item_type(annotation: Any) -> Any:
+    """``X`` of ``X | None``, ``list[X]`` and ``list[X] | None``: a repeated filter's values are each an X."""
+    arguments = [argument for argument in get_args(annotation) if argument is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(arguments) == 1:
+        annotation = arguments[0]
+    if get_origin(annotation) is list:
+        annotation = get_args(annotation)[0]
+    return annotation
 
 
 def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

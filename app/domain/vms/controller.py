@@ -30,13 +30,13 @@ from app.pagination import (
 )
 from app.runtime import runtime_of
 from app.security import requires_admin, requires_user
-from app.validation import NO_NUL, strict_json_body
+from app.validation import NO_NUL, VISIBLE_TEXT, strict_json_body
 
 # Bounds on repeated filters keep the IN list, and the query string, small: five statuses exist.
 MAX_STATUS_VALUES = 5
 MAX_OS_VALUES = 20
 # Each os value bounded as a single one always was (OSName validates it; this documents it).
-OS_FILTER_ITEM = Schema(type=OpenAPIType.STRING, min_length=1, max_length=100, pattern=NO_NUL)
+OS_FILTER_ITEM = Schema(type=OpenAPIType.STRING, min_length=1, max_length=100, pattern=VISIBLE_TEXT)
 VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
 
 etag_header = ResponseHeader(
