@@ -207,12 +207,16 @@ async def test_cliente_gets_no_user_events(live_server: LiveServer, header: bool
 
 async def test_rejected_writes_publish_nothing(live_server: LiveServer) -> None:
     admin = await admin_account(live_server)
-    cliente = await create_account(live_server.http, admin)
-    vm = await create_vm(live_server.http, admin)
     async with (
         ws_connect(live_server, "/ws/vms", admin.token) as vms,
         ws_connect(live_server, "/ws/users", admin.token) as users,
     ):
+        # Made while subscribed, and their events taken: on Redis an event published just before a
+        # socket subscribed could otherwise still arrive on it, and be mistaken for a rejected write's.
+        cliente = await create_account(live_server.http, admin)
+        vm = await create_vm(live_server.http, admin)
+        assert (await receive_event(users))["user"]["id"] == cliente.id
+        assert (await receive_event(vms))["vm"]["id"] == vm["id"]
         rejected = [
             (
                 "post",
@@ -222,7 +226,7 @@ async def test_rejected_writes_publish_nothing(live_server: LiveServer) -> None:
             ),
             ("post", "/vms", {**VM_BODY, "cores": 0}, {}),
             ("post", "/vms", {**VM_BODY, "name": None}, {}),
-            ("patch", f"/vms/{vm['id']}", {"ram": 1}, {"If-Match": '"0-0"'}),
+            ("patch", f"/vms/{vm['id']}", {"ram": 1}, {"If-Match": '"0.0"'}),
             ("patch", f"/vms/{vm['id'] + 1000}", {"ram": 1}, {}),
             ("patch", f"/users/{admin.id}", {"rol": "cliente"}, {}),  # the last administrador
             ("delete", f"/users/{admin.id}", None, {}),
