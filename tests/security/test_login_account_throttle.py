@@ -10,24 +10,21 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app import create_app
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     LiveServer,
     PrivateRedis,
-    make_settings,
     require,
-    run_server,
 )
-from tests.security.conftest import dispose_engines
+from tests.security.conftest import server_with
 
 LIMIT = 3
 WINDOW_SECONDS = 15 * 60
@@ -60,17 +57,10 @@ def assert_throttled(response: httpx.Response) -> int:
     return retry_after
 
 
-@asynccontextmanager
-async def server_on(tmp_path: Path, **overrides: Any) -> AsyncIterator[LiveServer]:
-    directory = tmp_path / f"app-{uuid.uuid4().hex[:8]}"
-    directory.mkdir()
+def server_on(tmp_path: Path, **overrides: Any) -> AbstractAsyncContextManager[LiveServer]:
+    """A live server whose account limit is ``LIMIT`` unless said otherwise."""
     overrides.setdefault("login_account_failures", LIMIT)
-    app = create_app(make_settings(directory, **overrides))
-    try:
-        async with run_server(app) as server:
-            yield server
-    finally:
-        await dispose_engines(app)
+    return server_with(tmp_path, **overrides)
 
 
 @pytest.fixture
