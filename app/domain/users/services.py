@@ -117,7 +117,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         existing = await session.scalar(select(func.count()).select_from(User).where(User.rol == ROLE_ADMIN))
         if existing:
             return None
-        data = UserCreate(name=name, email=email, password=password, rol="administrador")
+        data = UserCreate(name=name, email=email, password=password, rol=ROLE_ADMIN)
         return await self.create_user(data, actor=None)
 
     async def _get_for_update(self, user_id: int) -> User:
