@@ -134,7 +134,8 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
             end.after_commit(self.runtime.events.vm_event("vm_deleted", snapshot, actor.id))
 
     async def _get(self, vm_id: int) -> VirtualMachine:
-        vm = await self.repository.session.scalar(select(VirtualMachine).where(VirtualMachine.id == vm_id))
+        # No FOR UPDATE: the version column makes a concurrent change fail the UPDATE (StaleDataError).
+        vm = await self.repository.get_one_or_none(id=vm_id)
         if vm is None:
             raise NotFoundException(f"VM {vm_id} not found")
         return vm
