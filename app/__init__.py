@@ -35,7 +35,7 @@ from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.errors import exception_handlers
 from app.headers import add_security_headers, complete_allow_header
-from app.health import health
+from app.health import CHANNELS_PING_STATE_KEY, health
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
 from app.openapi import SCALAR_ASSETS_DIR, SCALAR_ASSETS_PATH, WriteBodySchemaPlugin, create_openapi_config
@@ -74,7 +74,7 @@ def _build_app(settings: Settings) -> Litestar:
     engine = create_engine(settings)
     alchemy = create_alchemy_config(settings, engine)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
-    channels = create_channels(settings)
+    channels, channels_ping = create_channels(settings)
     runtime, jwt_auth = create_runtime(settings, engine, channels, session_maker, exclude=PUBLIC_PATHS)
     connections = ConnectionRegistry(channels, session_maker)
 
@@ -116,7 +116,13 @@ def _build_app(settings: Settings) -> Litestar:
             docs_assets,
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
-        state=State({RUNTIME_STATE_KEY: runtime, "ws_connections": connections}),
+        state=State(
+            {
+                RUNTIME_STATE_KEY: runtime,
+                "ws_connections": connections,
+                CHANNELS_PING_STATE_KEY: channels_ping,
+            }
+        ),
         plugins=[
             SQLAlchemyPlugin(config=alchemy),
             channels,

@@ -23,6 +23,7 @@ from app.domain.auth.principals import PrincipalCache, Principals, SessionCache
 from app.domain.realtime.subscribers import CutOffSubscriber
 from app.domain.vms.reads import VMReadCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
+from app.health import ChannelsPing
 from app.runtime import Runtime
 from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_auth
 from app.throttle import FailureCounters, FallbackStore
@@ -35,26 +36,29 @@ def run_migrations(alchemy: SQLAlchemyAsyncConfig) -> None:
     AlembicCommands(sqlalchemy_config=alchemy).upgrade("head")
 
 
-def create_channels(settings: Settings) -> ChannelsPlugin:
+def create_channels(settings: Settings) -> tuple[ChannelsPlugin, ChannelsPing | None]:
+    """The channels plugin, and how /health pings its backend's server (None for the in-memory one)."""
     backend: Any
+    ping: ChannelsPing | None = None
     if settings.redis_url:
         # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
         from redis.asyncio import Redis
 
         from app.redis_channels import NamespacedRedisPubSubBackend
 
-        backend = NamespacedRedisPubSubBackend(
-            redis=Redis.from_url(settings.redis_url), namespace=settings.redis_namespace
-        )
+        redis = Redis.from_url(settings.redis_url)
+        backend = NamespacedRedisPubSubBackend(redis=redis, namespace=settings.redis_namespace)
+        ping = redis.ping
     else:
         backend = MemoryChannelsBackend()
-    return ChannelsPlugin(
+    plugin = ChannelsPlugin(
         backend=backend,
         channels=[VMS_CHANNEL, USERS_CHANNEL, REVOCATIONS_CHANNEL],
         subscriber_class=CutOffSubscriber,
         subscriber_max_backlog=settings.ws_backlog,
         subscriber_backlog_strategy="backoff",
     )
+    return plugin, ping
 
 
 def _redis_client(url: str) -> Any:
@@ -159,7 +163,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, async
     engine = create_engine(settings)
     await anyio.to_thread.run_sync(run_migrations, create_alchemy_config(settings, engine))
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
-    channels = create_channels(settings)
+    channels, _ = create_channels(settings)
     runtime, _ = create_runtime(settings, engine, channels, session_maker, exclude=[])
     try:
         async with channels:

@@ -11,7 +11,7 @@ from litestar.plugins import CLIPluginProtocol
 from sqlalchemy import select
 
 from app.config import get_settings
-from app.domain.users.models import User
+from app.domain.users.models import ROLE_ADMIN, User
 from app.domain.users.services import UserService
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def create_admin(email: str, name: str, password: str) -> None:
 
     try:
         data = msgspec.convert(
-            {"email": email, "name": name, "password": password, "rol": "administrador"}, UserCreate
+            {"email": email, "name": name, "password": password, "rol": ROLE_ADMIN}, UserCreate
         )
     except msgspec.ValidationError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 import msgspec
 from litestar import Response, get
-from litestar.channels import ChannelsPlugin
-from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Status = Literal["ok", "unavailable"]
+# Checks the channels backend's server (Redis PING); None for the in-memory backend, always up.
+ChannelsPing = Callable[[], Awaitable[Any]]
+# create_app keeps the ping (or None) under this key of the app state.
+CHANNELS_PING_STATE_KEY = "channels_ping"
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -32,21 +36,19 @@ class Health(msgspec.Struct, kw_only=True):
     responses={503: ResponseSpec(data_container=Health, description="A dependency is down.")},
     cache=False,
 )
-async def health(
-    db_session: NamedDependency[AsyncSession], channels: NamedDependency[ChannelsPlugin]
-) -> Response[Health]:
+async def health(db_session: NamedDependency[AsyncSession], state: State) -> Response[Health]:
     database: Status = "ok"
     try:
         await db_session.execute(text("SELECT 1"))
     except Exception:
         database = "unavailable"
-    backend = channels._backend
+    ping: ChannelsPing | None = state.get(CHANNELS_PING_STATE_KEY)
     channels_status: Status = "ok"
     kind: Literal["memory", "redis"] = "memory"
-    if not isinstance(backend, MemoryChannelsBackend):  # Redis (imported only when configured)
+    if ping is not None:
         kind = "redis"
         try:
-            await backend._redis.ping()  # type: ignore[attr-defined]
+            await ping()
         except Exception:
             channels_status = "unavailable"
     healthy = database == "ok" and channels_status == "ok"

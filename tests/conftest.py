@@ -168,6 +168,10 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
         yield test_client
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @dataclass
 class Account:
     id: int
@@ -177,7 +181,7 @@ class Account:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return bearer(self.token)
 
 
 async def login(client: Any, email: str, password: str) -> str:
@@ -203,7 +207,7 @@ async def create_account(
 async def admin(client: AsyncTestClient[Litestar]) -> Account:
     """The administrador created at start from VMS_ADMIN_EMAIL / VMS_ADMIN_PASSWORD."""
     token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-    me = (await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})).json()
+    me = (await client.get("/users/me", headers=bearer(token))).json()
     return Account(id=me["id"], email=ADMIN_EMAIL, password=ADMIN_PASSWORD, token=token)
 
 

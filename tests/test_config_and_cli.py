@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from app.config import (
     load_settings,
     requested_workers,
 )
+from tests.conftest import free_port
 
 ABSENT = Path("/nonexistent/litestar.toml")
 
@@ -291,12 +291,6 @@ def test_users_commands_are_registered_with_the_litestar_cli(cli_env: dict[str, 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ADMIN_OK = {"VMS_ADMIN_EMAIL": "root@example.com", "VMS_ADMIN_PASSWORD": "root-password"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_server(command: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:

@@ -11,8 +11,8 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.db import create_alchemy_config, create_engine
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, make_settings
-from tests.domain.helpers import assert_error, bearer, expect
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login, make_settings
+from tests.domain.helpers import assert_error, expect
 from tests.security.conftest import dispose_engines
 
 VM_ROW = "INSERT INTO virtual_machine (name, cores, ram, disk, os, status, version, created_at, updated_at) "

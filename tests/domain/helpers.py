@@ -16,10 +16,6 @@ SECRET_KEYS = {"password", "password_hash", "current_password", "token_version"}
 BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$")
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _keys(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for key, item in value.items():

@@ -13,8 +13,8 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.config import Settings, jwt_secret
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, login, make_settings
-from tests.domain.helpers import BAD_INPUT, assert_error, assert_user, bearer, expect
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login, make_settings
+from tests.domain.helpers import BAD_INPUT, assert_error, assert_user, expect
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 

@@ -18,8 +18,8 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.config import Settings, jwt_secret
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, make_settings, require
-from tests.domain.helpers import assert_error, bearer, expect
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login, make_settings, require
+from tests.domain.helpers import assert_error, expect
 from tests.security.conftest import dispose_engines
 
 INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'

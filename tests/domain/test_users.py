@@ -9,12 +9,11 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, create_account, login, make_settings
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, login, make_settings
 from tests.domain.helpers import (
     array_parameter,
     assert_error,
     assert_user,
-    bearer,
     can_login,
     expect,
     total_count,

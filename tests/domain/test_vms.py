@@ -14,6 +14,7 @@ from tests.conftest import (
     VM_BODY,
     Account,
     LiveServer,
+    bearer,
     create_vm,
     login,
     make_settings,
@@ -23,7 +24,6 @@ from tests.domain.helpers import (
     assert_error,
     assert_utc,
     assert_vm,
-    bearer,
     expect,
     total_count,
 )

@@ -24,6 +24,7 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     Account,
     LiveServer,
+    bearer,
     create_account,
     create_vm,
     decode,
@@ -38,7 +39,7 @@ QUIET_PERIOD = 0.5
 
 async def admin_account(server: LiveServer) -> Account:
     token = await login(server.http, ADMIN_EMAIL, ADMIN_PASSWORD)
-    me = await server.http.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    me = await server.http.get("/users/me", headers=bearer(token))
     assert me.status_code == 200, me.text
     return Account(id=me.json()["id"], email=ADMIN_EMAIL, password=ADMIN_PASSWORD, token=token)
 

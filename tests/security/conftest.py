@@ -111,10 +111,6 @@ def split(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     return load(header), load(claims), signature
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 # ---------------------------------------------------------------- engine-specific findings
 
 

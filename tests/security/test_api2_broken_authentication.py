@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, create_account, login
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, login
 from tests.security.conftest import (
-    bearer,
     claims_for,
     client_with,
     forge,

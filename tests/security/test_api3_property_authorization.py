@@ -13,11 +13,10 @@ import asyncpg
 import bcrypt
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, create_account, create_vm, login
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, create_vm, login
 from tests.security.conftest import (
     BCRYPT_HASH,
     assert_no_secrets,
-    bearer,
     server_with,
     split,
     ws_events,

@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, VM_BODY, Account, create_account, create_vm, login
-from tests.security.conftest import bearer, server_with, ws_events
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    VM_BODY,
+    Account,
+    bearer,
+    create_account,
+    create_vm,
+    login,
+)
+from tests.security.conftest import server_with, ws_events
 
 # (method, path template, body); {vm} and {user} are filled in with real ids
 ADMIN_ONLY = [

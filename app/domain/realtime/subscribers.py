@@ -52,6 +52,9 @@ class CutOffSubscriber(Subscriber):
     async def put(self, item: bytes | None) -> None:
         # The plugin puts the end-of-stream marker with ``put`` on unsubscribe; on a full queue that would
         # wait forever for a consumer that is gone, so make room first.
+        # This reaches into ``Subscriber._queue`` on purpose: Litestar's Subscriber has no public way to
+        # drop what is queued (only ``put``, ``put_nowait``, ``qsize`` and ``iter_events``, which waits for
+        # items), and the drained items must be marked done so that ``stop(join=True)`` does not hang.
         if self._queue.full():
             while not self._queue.empty():
                 self._queue.get_nowait()

@@ -10,8 +10,8 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.users.models import ROLE_ADMIN, User
-from app.domain.users.schemas import Role, UserCreate, UserRead, UserUpdate
+from app.domain.users.models import ROLE_ADMIN, Role, User
+from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
 from app.domain.users.services import UserService, to_read
 from app.openapi import responses_for
 from app.pagination import (

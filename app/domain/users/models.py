@@ -1,19 +1,23 @@
 from __future__ import annotations
 
 import secrets
+from typing import Final, Literal, get_args
 
 from advanced_alchemy.base import BigIntAuditBase
 from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-ROLE_ADMIN = "administrador"
-ROLE_CLIENT = "cliente"
+# The one definition of the roles: the wire schemas, the filters and the CHECK constraint all use it.
+Role = Literal["administrador", "cliente"]
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+ROLE_ADMIN: Final[Role] = "administrador"
+ROLE_CLIENT: Final[Role] = "cliente"
 
 
 class User(BigIntAuditBase):
     __tablename__ = "user_account"
     __table_args__ = (
-        CheckConstraint(f"rol IN ('{ROLE_ADMIN}', '{ROLE_CLIENT}')", name="rol"),
+        CheckConstraint("rol IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")", name="rol"),
         # Ids are never reused: a token, a session or a change-log entry names one account for good.
         {"sqlite_autoincrement": True},
     )

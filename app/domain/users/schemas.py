@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -16,9 +16,9 @@ from app.credentials import (
     MIN_PASSWORD_CHARS,
     PASSWORD_POLICY,
 )
+from app.domain.users.models import ROLE_CLIENT, Role
 from app.validation import MAX_UTF8_BYTES, MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
 
-Role = Literal["administrador", "cliente"]
 Name = Annotated[
     str,
     Meta(
@@ -81,7 +81,7 @@ class UserCreate(Struct, kw_only=True):
     name: Name
     email: Email
     password: Password
-    rol: Role = "cliente"
+    rol: Role = ROLE_CLIENT
 
     def __post_init__(self) -> None:
         check_password_bytes("password", self.password)

@@ -10,7 +10,7 @@ from advanced_alchemy.extensions.litestar.exception_handler import ConflictError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import NotFoundException, PermissionDeniedException
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,15 +113,14 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
     async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:
         """Create this administrador unless one already exists (start-up bootstrap)."""
-        session = self.repository.session
-        existing = await session.scalar(select(func.count()).select_from(User).where(User.rol == ROLE_ADMIN))
-        if existing:
+        if await self.repository.exists(rol=ROLE_ADMIN):
             return None
-        data = UserCreate(name=name, email=email, password=password, rol="administrador")
+        data = UserCreate(name=name, email=email, password=password, rol=ROLE_ADMIN)
         return await self.create_user(data, actor=None)
 
     async def _get_for_update(self, user_id: int) -> User:
-        user = await self.repository.session.scalar(select(User).where(User.id == user_id).with_for_update())
+        # get_one_or_none, not get: a missing user is our 404 with our wording, not the repository's.
+        user = await self.repository.get_one_or_none(id=user_id, with_for_update=True)
         if user is None:
             raise NotFoundException(f"User {user_id} not found")
         return user

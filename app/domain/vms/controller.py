@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conditional import if_none_match_matches
 from app.domain.users.models import User
-from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMStatus, VMUpdate
+from app.domain.vms.models import VMStatus
+from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMUpdate
 from app.domain.vms.services import VMService, etag_of, to_read
 from app.openapi import responses_for
 from app.pagination import (

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from typing import Final, Literal, get_args
+
 from advanced_alchemy.base import BigIntAuditBase
 from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-VM_STATUSES = ("provisioning", "running", "stopped", "paused", "error")
+# The one definition of the statuses: the wire schemas, the filters and the CHECK constraint all use it.
+VMStatus = Literal["provisioning", "running", "stopped", "paused", "error"]
+VM_STATUSES: Final[tuple[VMStatus, ...]] = get_args(VMStatus)
 
 
 class VirtualMachine(BigIntAuditBase):

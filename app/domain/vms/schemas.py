@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.domain.vms.models import VMStatus
 from app.validation import MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
 
-VMStatus = Literal["provisioning", "running", "stopped", "paused", "error"]
 VMName = Annotated[
     str,
     Meta(
