@@ -91,8 +91,45 @@ def read_only_fields(struct_type: type[msgspec.Struct]) -> frozenset[str]:
     return frozenset(field.encode_name for field in msgspec.structs.fields(representation)) - own
 
 
+@cache
+def _accepted_keys(struct_type: type[msgspec.Struct]) -> frozenset[str]:
+    return frozenset(field.name for field in _fields(struct_type)) | read_only_fields(struct_type)
+
+
+@cache
+def _byte_limited(struct_type: type[msgspec.Struct]) -> tuple[tuple[str, int], ...]:
+    return tuple(
+        (field.name, limit)
+        for field in _fields(struct_type)
+        if (limit := _extra(field.info).get(MAX_UTF8_BYTES))
+    )
+
+
+def _valid_at_once(struct_type: type[msgspec.Struct], body: Mapping[str, Any]) -> bool:
+    """The common case, a valid body, in one conversion (measured: 2.9 us for a VM body, against 8.9 us
+    field by field). Only a body that fails here is examined field by field, to name every problem."""
+    if not body.keys() <= _accepted_keys(struct_type):
+        return False
+    names = {field.name for field in _fields(struct_type)}
+    values = {
+        key: int(value) if isinstance(value, float) and value.is_integer() else value
+        for key, value in body.items()
+        if key in names
+    }
+    try:
+        msgspec.convert(values, struct_type, strict=True)
+    except msgspec.ValidationError:
+        return False
+    return not any(
+        isinstance(value := body.get(name), str) and len(value.encode("utf-8", "surrogatepass")) > limit
+        for name, limit in _byte_limited(struct_type)
+    )
+
+
 def check_object(struct_type: type[msgspec.Struct], body: Mapping[str, Any]) -> list[Problem]:
     """Every problem of ``body`` as a ``struct_type``: missing, invalid and unknown fields, in that order."""
+    if _valid_at_once(struct_type, body):
+        return []
     problems = []
     for field in _fields(struct_type):
         if field.name not in body:
