@@ -10,7 +10,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_412_PRECONDITION_FAILED
-from sqlalchemy import Select, String, literal_column, select
+from sqlalchemy import Select, String, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -79,17 +79,20 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
 
         Advanced Alchemy's filters build the query, but it selects columns and runs on the session's
         connection rather than loading ORM objects: a page of 100 VMs spent most of its time building and
-        tracking instances that were only read and dropped. The count is the repository's COUNT query, as
-        for users (``count_with_window_function = False``): the window-function count is 0 when the page is
-        empty (offset past the end), which made X-Total-Count lie.
+        tracking instances that were only read and dropped. The count is a COUNT of its own, as for users
+        (``count_with_window_function = False``): the window-function count is 0 when the page is empty
+        (offset past the end), which made X-Total-Count lie. It is built from the same statement and runs on
+        the same connection rather than through ``repository.count``, whose ORM execution measured 10-15%
+        fewer list pages per second in ``bench http``.
         """
-        total = await self.repository.count(*filters)
-        if not total:
-            return [], total
         statement = select(*VM_READ_COLUMNS)
         for statement_filter in filters:
             statement = statement_filter.append_to_statement(statement, VirtualMachine)
+        count = statement.with_only_columns(func.count(), maintain_column_froms=True)
         connection = await self.repository.session.connection()
+        total = (await connection.execute(count.order_by(None).limit(None).offset(None))).scalar_one()
+        if not total:
+            return [], total
         if connection.dialect.name == "sqlite":
             body: str = (await connection.execute(sqlite_json_page(statement))).scalar_one()
             page: list[VMRead] = msgspec.json.decode(body, type=list[VMRead])
