@@ -24,8 +24,9 @@ from app.domain.realtime.subscribers import CutOffSubscriber
 from app.domain.vms.reads import VMReadCache
 from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
 from app.health import ChannelsPing
+from app.passwords import PasswordHasher
 from app.runtime import Runtime
-from app.security import PasswordHasher, TokenService, VMSJWTAuth, create_jwt_auth
+from app.security import TokenService, VMSJWTAuth, create_jwt_auth
 from app.throttle import FailureCounters, FallbackStore
 
 log = structlog.get_logger("vms.bootstrap")

@@ -25,7 +25,8 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from app.validation import describe, humanise
+from app.validation import describe
+from app.validation_words import humanise
 
 log = structlog.get_logger("vms.errors")
 

@@ -9,7 +9,8 @@ from app.db import WriteGate
 from app.domain.auth.principals import Principals
 from app.domain.vms.reads import VMReadCache
 from app.events import EventPublisher
-from app.security import PasswordHasher, TokenService
+from app.passwords import PasswordHasher
+from app.security import TokenService
 from app.throttle import FailureCounters
 
 RUNTIME_STATE_KEY = "runtime"
