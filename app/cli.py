@@ -7,21 +7,23 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
+import msgspec
+from litestar.exceptions import HTTPException
 from litestar.plugins import CLIPluginProtocol
 from sqlalchemy import select
 
 from app.config import get_settings
 from app.domain.users.models import ROLE_ADMIN, User
+from app.domain.users.schemas import UserCreate
 from app.domain.users.services import UserService
+from app.wiring import open_wiring, user_service
 
 T = TypeVar("T")
 
 
 async def _with_users(action: Callable[[UserService], Awaitable[T]]) -> T:
-    from app.bootstrap import open_runtime
-
-    async with open_runtime(get_settings()) as (runtime, session_maker), session_maker() as session:
-        return await action(UserService(session=session, runtime=runtime))
+    async with open_wiring(get_settings()) as wiring, wiring.alchemy.get_session() as session:
+        return await action(user_service(wiring, session))
 
 
 @click.group(name="users", help="Manage VMS user accounts.")
@@ -34,11 +36,6 @@ def users_group() -> None:
 @click.option("--name", default="Administrator", show_default=True, help="Display name.")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="8 to 72 bytes.")
 def create_admin(email: str, name: str, password: str) -> None:
-    import msgspec
-    from litestar.exceptions import HTTPException
-
-    from app.domain.users.schemas import UserCreate
-
     try:
         data = msgspec.convert(
             {"email": email, "name": name, "password": password, "rol": ROLE_ADMIN}, UserCreate

@@ -17,7 +17,7 @@ import msgspec
 import msgspec.inspect
 from sqlalchemy.engine import make_url
 
-from app.credentials import email_problem, password_problem
+from app.security.credentials import email_problem, password_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE_ENV = "VMS_CONFIG_FILE"

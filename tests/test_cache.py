@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.cache import InvalidatedCache
-from app.db import WriteGate
+from app.db.transactions import Change, WriteGate
 
 
 def test_a_value_read_before_an_invalidation_is_not_stored_after_it() -> None:
@@ -71,11 +71,16 @@ async def test_a_commit_that_raises_after_committing_still_invalidates(tmp_path:
 
             session.commit = commit_then_lose_the_connection  # type: ignore[method-assign]
 
+            gate = WriteGate(serialize_transactions=True)
+            gate.subscribe(
+                after_attempt=lambda changes: [cache.invalidate(change.entity_id) for change in changes],
+                after_commit=lambda changes: published.extend(change.entity for change in changes),
+            )
+
             async def write() -> None:
-                async with WriteGate(serialize_transactions=True).transaction(session) as end:
+                async with gate.transaction(session) as transaction:
                     await session.execute(text("INSERT INTO item VALUES ('new')"))
-                    end.invalidate(lambda: cache.invalidate(1))
-                    end.after_commit(lambda: published.append("item changed"))
+                    transaction.record(Change("item", "created", 1))
 
             with pytest.raises(ConnectionResetError):
                 await write()

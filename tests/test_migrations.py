@@ -10,7 +10,7 @@ from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from app.db import create_alchemy_config, create_engine
+from app.db.engine import create_alchemy_config, create_engine
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login, make_settings
 from tests.domain.helpers import assert_error, expect
 from tests.security.conftest import dispose_engines

@@ -76,6 +76,7 @@ def _is_route_handler(tree: ast.Module, name: str) -> bool:
                     "patch",
                     "delete",
                     "route",
+                    "list_route",
                     "websocket",
                     "property",
                     "staticmethod",

@@ -17,8 +17,9 @@ from litestar.security.jwt import Token
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.config import jwt_secret
-from app.security import JWT_ALGORITHM
+from app.config import Settings, jwt_secret
+from app.security.jwt import JWT_ALGORITHM
+from app.state import collaborator
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -95,7 +96,7 @@ async def wait_closed_with(
 
 
 def settings_of(server: LiveServer) -> Any:
-    return server.app.state["runtime"].settings
+    return collaborator(server.app.state, Settings)
 
 
 def forge_token(

@@ -20,7 +20,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app import create_app
+from app.channels.events import EventPublisher
+from app.db.transactions import Change
 from app.domain.vms.schemas import VMRead
+from app.state import collaborator
 from tests.conftest import LiveServer, create_vm, decode, make_settings, run_server
 from tests.realtime import EVENT_TIMEOUT, admin_account, ws_connect
 
@@ -90,7 +93,7 @@ async def read_until_closed(socket: ClientConnection, names: list[str]) -> None:
 async def test_a_stalled_listener_is_cut_off_and_slows_nobody(small_backlog_server: LiveServer) -> None:
     server = small_backlog_server
     registry = server.app.state.ws_connections
-    events = server.app.state["runtime"].events
+    events = collaborator(server.app.state, EventPublisher)
     admin = await admin_account(server)
     template = msgspec.convert(await create_vm(server.http, admin), VMRead)
     written: list[str] = []
@@ -109,7 +112,7 @@ async def test_a_stalled_listener_is_cut_off_and_slows_nobody(small_backlog_serv
             while len(registry) == 2 and len(written) < MAX_BULK_EVENTS:
                 name = f"{len(written):05d}-{secrets.token_urlsafe(BIG)[:BIG]}"
                 vm = msgspec.structs.replace(template, name=name, updated_at=datetime.now(UTC))
-                events.vm_event("vm_updated", vm, admin.id)()
+                events.publish([Change("vm", "updated", vm.id, before=template, after=vm, actor_id=admin.id)])
                 written.append(name)
                 await healthy.wait_for(len(written))
             # Its subscription and registration are gone although it has not read a byte since.

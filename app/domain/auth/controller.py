@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Controller, Request, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException, ValidationException
@@ -17,13 +18,19 @@ from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestB
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
+from app.db.transactions import WriteGate
+from app.domain.auth.guards import requires_user
 from app.domain.auth.schemas import LoginRequest, OAuth2PasswordForm, TokenResponse
 from app.domain.auth.services import AuthSessionService
 from app.domain.users.models import User
 from app.domain.users.services import UserService
-from app.openapi import responses_for
-from app.runtime import Runtime
-from app.security import client_address, requires_user, session_id_of
+from app.http.openapi import responses_for
+from app.security.client_address import ClientAddress
+from app.security.jwt import TokenService, session_id_of
+from app.security.passwords import PasswordHasher
+from app.security.throttle import FailureCounters
+from app.state import collaborator
 
 INVALID_CREDENTIALS = "Incorrect email or password"
 ACCOUNT_THROTTLED = "Too many failed logins for this account; try again later"
@@ -78,14 +85,14 @@ async def _read_credentials(request: Request[Any, Any, Any]) -> tuple[str, str]:
         raise ValidationException(f"Invalid login body: {exc}") from exc
 
 
-def _account_key(runtime: Runtime, email: str) -> str:
+def _account_key(tokens: TokenService, email: str) -> str:
     """The counter key of an email: an HMAC under the JWT secret (shared by every worker), so what sits in
     Redis names no account, and cannot be matched against a list of known addresses either."""
-    secret = runtime.tokens.auth.token_secret.encode()
+    secret = tokens.auth.token_secret.encode()
     return hmac.new(secret, b"login-account:" + email.lower().encode(), hashlib.sha256).hexdigest()
 
 
-async def _count_attempt(runtime: Runtime, account: str) -> None:
+async def _count_attempt(failures: FailureCounters, limit: int, account: str) -> None:
     """Count this attempt as a failure before checking the password (a success clears it), and refuse it
     once the account has had its allowance in the window.
 
@@ -93,8 +100,7 @@ async def _count_attempt(runtime: Runtime, account: str) -> None:
     pass a read-only check before any of them has failed. A refused attempt runs no bcrypt, and unknown
     emails count exactly like existing ones, so the answers do not tell which accounts exist.
     """
-    limit = runtime.settings.login_account_failures
-    attempts, retry_after = await runtime.login_failures.hit(account, ACCOUNT_WINDOW_SECONDS)
+    attempts, retry_after = await failures.hit(account, ACCOUNT_WINDOW_SECONDS)
     if attempts <= limit:
         return
     if attempts == limit + 1:  # once per window, so a flood of refused attempts does not flood the log
@@ -118,23 +124,29 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        runtime: NamedDependency[Runtime],
+        state: State,
     ) -> TokenResponse:
         email, password = await _read_credentials(request)
-        account = _account_key(runtime, email)
-        await _count_attempt(runtime, account)
-        users = UserService(session=db_session, runtime=runtime)
+        tokens, failures = collaborator(state, TokenService), collaborator(state, FailureCounters)
+        account = _account_key(tokens, email)
+        await _count_attempt(failures, collaborator(state, Settings).login_account_failures, account)
+        write_gate = collaborator(state, WriteGate)
+        users = UserService(
+            session=db_session, write_gate=write_gate, hasher=collaborator(state, PasswordHasher)
+        )
         user = await users.authenticate(email, password)
         if user is None:
             raise NotAuthorizedException(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
-        await runtime.login_failures.clear(account)
-        session = await AuthSessionService(session=db_session, runtime=runtime).open(
-            user, client_ip=client_address(request), user_agent=request.headers.get("user-agent")
+        await failures.clear(account)
+        session = await AuthSessionService(session=db_session, write_gate=write_gate).open(
+            user,
+            client_ip=collaborator(state, ClientAddress)(request),
+            user_agent=request.headers.get("user-agent"),
         )
         return TokenResponse(
-            access_token=runtime.tokens.issue(user, session.id),
+            access_token=tokens.issue(user.id, user.token_version, session.id),
             token_type="bearer",  # noqa: S106  (the OAuth2 token type, not a secret)
-            expires_in=int(runtime.tokens.ttl.total_seconds()),
+            expires_in=int(tokens.ttl.total_seconds()),
         )
 
     @post(
@@ -150,9 +162,10 @@ class AuthController(Controller):
         self,
         request: Request[User, Token, Any],
         db_session: NamedDependency[AsyncSession],
-        runtime: NamedDependency[Runtime],
+        state: State,
     ) -> None:
         session_id = session_id_of(request.auth)
         if session_id is not None:  # always set: the middleware accepts no token without a session
             # Every worker closes the WebSockets of this session (app/domain/realtime/connections.py).
-            await AuthSessionService(session=db_session, runtime=runtime).end(session_id)
+            sessions = AuthSessionService(session=db_session, write_gate=collaborator(state, WriteGate))
+            await sessions.end(session_id, actor=request.user)

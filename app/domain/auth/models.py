@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 from advanced_alchemy.base import BigIntAuditBase
 from advanced_alchemy.types import DateTimeUTC
@@ -11,6 +12,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 # The user's id column type on both engines (INTEGER on SQLite, where only INTEGER PRIMARY KEY is a rowid).
 UserId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+# The name of this entity in the changes its writes report (app/db/transactions.py).
+SESSION_ENTITY: Final = "session"
 
 
 class AuthSession(BigIntAuditBase):

@@ -10,12 +10,17 @@ the caches are off, one query answers for the user and the session together.
 
 from __future__ import annotations
 
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.security.jwt import Token
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import InvalidatedCache
+from app.db.engine import SessionFactory
 from app.domain.auth.models import AuthSession
 from app.domain.users.models import User
+from app.security.jwt import session_id_of
 
 
 class SessionState:
@@ -46,18 +51,38 @@ _USER_AND_SESSION = select(User, AuthSession.user_id, AuthSession.ended_at).join
 class Principals:
     """Loads the caller of a token: its user if that session is live and belongs to that user."""
 
-    def __init__(self, users: PrincipalCache, sessions: SessionCache) -> None:
+    def __init__(
+        self, users: PrincipalCache, sessions: SessionCache, session_factory: SessionFactory
+    ) -> None:
         self.users = users
         self.sessions = sessions
+        self._session_factory = session_factory
 
-    async def load(
-        self, session_maker: async_sessionmaker[AsyncSession], user_id: int, session_id: int
-    ) -> User | None:
+    async def retrieve_user(self, token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> User | None:
+        """The JWT middleware's ``retrieve_user_handler``: the caller of a verified token, or None.
+
+        The role, the token version and the session come from the database (or caches invalidated on every
+        change), never from the token, so a logout, demotion, password change or deletion takes effect at
+        once, and still after a restart.
+        """
+        try:
+            user_id = int(token.sub)
+        except ValueError:
+            return None
+        session_id = session_id_of(token)
+        if not 0 < user_id < 2**63 or session_id is None or not isinstance(token.jti, str):
+            return None
+        user = await self.load(user_id, session_id)
+        if user is None or token.extras.get("ver") != user.token_version:
+            return None
+        return user
+
+    async def load(self, user_id: int, session_id: int) -> User | None:
         user = self.users.get(user_id)
         state = self.sessions.get(session_id)
         if user is None or state is None:
             user_generation, session_generation = self.users.generation, self.sessions.generation
-            async with session_maker() as db:
+            async with self._session_factory() as db:
                 row = (await db.execute(_USER_AND_SESSION.where(AuthSession.id == session_id))).first()
             if row is None:  # no such session (or its user was deleted, which deletes its sessions)
                 return None

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from app.validation import NO_NUL
+from app.http.validation import NO_NUL
 
 
 class LoginRequest(Struct, kw_only=True):

@@ -10,9 +10,9 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.auth.models import AuthSession
+from app.db.transactions import Change, WriteGate
+from app.domain.auth.models import SESSION_ENTITY, AuthSession
 from app.domain.users.models import User
-from app.runtime import Runtime
 
 MAX_USER_AGENT = 256
 
@@ -24,12 +24,12 @@ class AuthSessionRepository(SQLAlchemyAsyncRepository[AuthSession]):
 class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessionRepository]):
     repository_type = AuthSessionRepository
 
-    def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(self, session: AsyncSession, write_gate: WriteGate, **kwargs: Any) -> None:
         super().__init__(session=session, **kwargs)
-        self.runtime = runtime
+        self.write_gate = write_gate
 
     async def open(self, user: User, *, client_ip: str | None, user_agent: str | None) -> AuthSession:
-        async with self.runtime.write_gate.transaction(self.repository.session) as end:
+        async with self.write_gate.transaction(self.repository.session) as transaction:
             record = await self.repository.add(
                 AuthSession(
                     user_id=user.id,
@@ -38,17 +38,16 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
                 ),
                 auto_refresh=False,
             )
-            end.invalidate(lambda: self.runtime.principals.sessions.invalidate(record.id))
+            transaction.record(Change(SESSION_ENTITY, "created", record.id, actor_id=user.id))
         return record
 
-    async def end(self, session_id: int) -> None:
+    async def end(self, session_id: int, actor: User) -> None:
         """Mark the session ended (durably), so every token issued in it is refused from now on."""
-        sessions = self.runtime.principals.sessions
-        async with self.runtime.write_gate.transaction(self.repository.session) as end:
+        async with self.write_gate.transaction(self.repository.session) as transaction:
             await self.repository.session.execute(
                 update(AuthSession)
                 .where(AuthSession.id == session_id, AuthSession.ended_at.is_(None))
                 .values(ended_at=datetime.now(UTC))
             )
-            end.invalidate(lambda: sessions.invalidate(session_id))
-            end.after_commit(lambda: self.runtime.events.session_ended(session_id))
+            # "updated": the session's ended_at was set; subscribers close its tokens' sockets.
+            transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor.id))

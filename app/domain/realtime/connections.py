@@ -23,12 +23,12 @@ from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.security.jwt import Token
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.domain.realtime.subscribers import CutOffSubscriber
+from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL
+from app.channels.subscribers import CutOffSubscriber
+from app.db.engine import SessionFactory
 from app.domain.users.models import ROLE_ADMIN, User
-from app.events import REVOCATIONS_CHANNEL, USERS_CHANNEL
-from app.security import session_id_of
+from app.security.jwt import session_id_of
 
 log = structlog.get_logger("vms.realtime")
 
@@ -76,9 +76,9 @@ _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 
 
 class ConnectionRegistry:
-    def __init__(self, channels: ChannelsPlugin, session_maker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, channels: ChannelsPlugin, session_factory: SessionFactory) -> None:
         self._channels = channels
-        self._session_maker = session_maker
+        self._session_factory = session_factory
         self._by_user: dict[int, set[Registration]] = defaultdict(set)
         self._subscriber: Subscriber | None = None
         self._rechecks: set[asyncio.Task[None]] = set()
@@ -110,7 +110,7 @@ class ConnectionRegistry:
     async def start(self) -> None:
         subscriber = await self._channels.subscribe([USERS_CHANNEL, REVOCATIONS_CHANNEL])
         if not isinstance(subscriber, CutOffSubscriber):
-            raise TypeError("the channels plugin must use CutOffSubscriber (see app.bootstrap)")
+            raise TypeError("the channels plugin must use CutOffSubscriber (see app.wiring)")
         subscriber.handle_inline(self._on_event)
         self._subscriber = subscriber
 
@@ -163,7 +163,7 @@ class ConnectionRegistry:
 
     async def _recheck(self, user_id: int) -> None:
         try:
-            async with self._session_maker() as session:
+            async with self._session_factory() as session:
                 user = await session.get(User, user_id, populate_existing=True)
         except Exception:
             # Fail closed: the client can reconnect, and is then authenticated afresh.

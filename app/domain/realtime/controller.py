@@ -27,10 +27,10 @@ from litestar.security.jwt import Token
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
 from litestar.types.asgi_types import WebSocketSendEvent
 
+from app.channels.events import USERS_CHANNEL, VMS_CHANNEL
+from app.channels.subscribers import CutOffSubscriber
+from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.realtime.connections import ConnectionRegistry
-from app.domain.realtime.subscribers import CutOffSubscriber
-from app.events import USERS_CHANNEL, VMS_CHANNEL
-from app.security import requires_admin, requires_user
 
 WS_1013_TRY_AGAIN_LATER = 1013
 CLOSE_TIMEOUT = 10.0

@@ -10,23 +10,26 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
+from app.db.transactions import WriteGate
+from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.users.models import ROLE_ADMIN, Role, User
 from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
 from app.domain.users.services import UserService, to_read
-from app.openapi import responses_for
-from app.pagination import (
+from app.http.openapi import responses_for
+from app.http.pagination import (
     ResourceId,
     SortOrder,
     any_of,
+    list_route,
     order_filters,
     page_response,
-    provide_limit_offset,
     repeated_filter,
-    total_count_header,
 )
-from app.runtime import Runtime, runtime_of
-from app.security import AUTH_OPTIONAL, requires_admin, requires_user
-from app.validation import NO_NUL, strict_json_body
+from app.http.validation import NO_NUL, strict_json_body
+from app.security.passwords import PasswordHasher
+from app.security.refusals import AUTH_OPTIONAL
+from app.state import collaborator
 
 # A repeated rol means any of them; the bound keeps the query string small (two roles exist).
 MAX_ROL_VALUES = 5
@@ -34,9 +37,11 @@ UserSort = Literal["id", "name", "email", "rol", "created_at", "updated_at"]
 
 
 async def provide_user_service(db_session: NamedDependency[AsyncSession], state: State) -> UserService:
-    # The runtime comes from ``state`` rather than as a second dependency: Litestar resolves sibling
-    # dependencies concurrently in an anyio task group, which cost more than the whole database read.
-    return UserService(session=db_session, runtime=runtime_of(state))
+    return UserService(
+        session=db_session,
+        write_gate=collaborator(state, WriteGate),
+        hasher=collaborator(state, PasswordHasher),
+    )
 
 
 def _ensure_self_or_admin(caller: User, user_id: int) -> None:
@@ -49,13 +54,8 @@ class UserController(Controller):
     tags = ["users"]  # noqa: RUF012
     dependencies = {"users": Provide(provide_user_service)}  # noqa: RUF012
 
-    @get(
-        ["/", ""],
-        guards=[requires_admin],
-        summary="List users (administrador)",
-        dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},
-        response_headers=[total_count_header],
-        responses=responses_for(401, 403),
+    @list_route(
+        summary="List users (administrador)", guards=[requires_admin], responses=responses_for(401, 403)
     )
     async def list_users(
         self,
@@ -79,8 +79,8 @@ class UserController(Controller):
             filters.append(
                 SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True, escape_wildcards=True)
             )
-        items, total = await users.get_many_and_count(*filters, *any_of("rol", rol))
-        return page_response([to_read(user) for user in items], total)
+        items, total = await users.list_page([*filters, *any_of("rol", rol)])
+        return page_response(items, total)
 
     @get("/me", guards=[requires_user], summary="The caller's own account", responses=responses_for(401))
     async def me(self, request: Request[User, Any, Any]) -> UserRead:
@@ -112,7 +112,7 @@ class UserController(Controller):
         self,
         request: Request[User | None, Any, Any],
         users: NamedDependency[UserService],
-        runtime: NamedDependency[Runtime],
+        state: State,
         data: JSONBody[UserCreate],
     ) -> UserRead:
         caller = request.user
@@ -120,7 +120,7 @@ class UserController(Controller):
         if not is_admin:
             if data.rol == ROLE_ADMIN:
                 raise PermissionDeniedException("Only an administrador can create an administrador")
-            if not runtime.settings.allow_signup:
+            if not collaborator(state, Settings).allow_signup:
                 raise PermissionDeniedException("Sign-up is disabled; ask an administrador")
         return to_read(await users.create_user(data, actor=caller))
 

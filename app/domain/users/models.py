@@ -14,6 +14,10 @@ ROLE_ADMIN: Final[Role] = "administrador"
 ROLE_CLIENT: Final[Role] = "cliente"
 
 
+# The name of this entity in the changes its writes report (app/db/transactions.py).
+USER_ENTITY: Final = "user"
+
+
 class User(BigIntAuditBase):
     __tablename__ = "user_account"
     __table_args__ = (

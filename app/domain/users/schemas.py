@@ -8,7 +8,9 @@ from typing import Annotated, ClassVar
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from app.credentials import (
+from app.domain.users.models import ROLE_CLIENT, Role
+from app.http.validation import MAX_UTF8_BYTES, MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
+from app.security.credentials import (
     EMAIL_PATTERN,
     MAX_EMAIL_CHARS,
     MAX_PASSWORD_BYTES,
@@ -16,8 +18,6 @@ from app.credentials import (
     MIN_PASSWORD_CHARS,
     PASSWORD_POLICY,
 )
-from app.domain.users.models import ROLE_CLIENT, Role
-from app.validation import MAX_UTF8_BYTES, MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
 
 Name = Annotated[
     str,
@@ -60,7 +60,7 @@ Password = Annotated[
 
 
 def check_password_bytes(field: str, password: str | UnsetType | None) -> None:
-    # max_length above counts characters; bcrypt's limit is in bytes (see app/credentials.py).
+    # max_length above counts characters; bcrypt's limit is in bytes (see app/security/credentials.py).
     if isinstance(password, str) and len(password.encode()) > MAX_PASSWORD_BYTES:
         raise ValueError(f"`{field}`: must be at most {MAX_PASSWORD_BYTES} UTF-8 bytes")
 
@@ -75,7 +75,7 @@ class UserRead(Struct, kw_only=True):
 
 
 class UserCreate(Struct, kw_only=True):
-    # Clients PUT back what they GET: its other fields are accepted and ignored (app/validation.py).
+    # Clients PUT back what they GET: its other fields are accepted and ignored (app/http/validation.py).
     representation: ClassVar[type[Struct]] = UserRead
 
     name: Name

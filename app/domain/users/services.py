@@ -1,12 +1,18 @@
-"""User accounts: the rules about who may become what, on top of Advanced Alchemy's repository service."""
+"""User accounts: the rules about who may become what, on top of Advanced Alchemy's repository service.
+
+Each write reports its change to its transaction (app/db/transactions.py); what follows from it (the
+principal cache, the events, the sockets of a changed user) is subscribed to that seam by the composition
+root."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from advanced_alchemy.extensions.litestar.exception_handler import ConflictError
+from advanced_alchemy.filters import StatementFilter
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import NotFoundException, PermissionDeniedException
@@ -14,9 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, User
+from app.db.pages import read_page
+from app.db.transactions import Change, WriteGate
+from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, USER_ENTITY, User
 from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
-from app.runtime import Runtime
+from app.security.passwords import PasswordHasher
 
 EMAIL_TAKEN = "A user with this email already exists"
 LAST_ADMIN = "The last administrador cannot be demoted or deleted"
@@ -32,13 +40,17 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
 
 class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     repository_type = UserRepository
-    # The window-function count is 0 when the page is empty (offset past the end), which made
-    # X-Total-Count lie; a separate COUNT query reports the real total.
-    count_with_window_function = False  # the service's value overrides the repository's
 
-    def __init__(self, session: AsyncSession, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(
+        self, session: AsyncSession, *, write_gate: WriteGate, hasher: PasswordHasher, **kwargs: Any
+    ) -> None:
         super().__init__(session=session, **kwargs)
-        self.runtime = runtime
+        self.write_gate = write_gate
+        self.hasher = hasher
+
+    async def list_page(self, filters: Sequence[StatementFilter]) -> tuple[list[UserRead], int]:
+        """One page of accounts and the number matching, ignoring pagination (see app/db/pages.py)."""
+        return await read_page(self.repository.session, User, UserRead, filters)
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.repository.get_one_or_none(email=email.lower())
@@ -46,12 +58,12 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def authenticate(self, email: str, password: str) -> User | None:
         """The user for these credentials, or None; the same bcrypt work either way."""
         user = await self.get_by_email(email)
-        ok = await self.runtime.hasher.verify(password, user.password_hash if user else None)
+        ok = await self.hasher.verify(password, user.password_hash if user else None)
         return user if ok else None
 
     async def create_user(self, data: UserCreate, actor: User | None) -> User:
-        password_hash = await self.runtime.hasher.hash(data.password)
-        async with self.runtime.write_gate.transaction(self.repository.session) as end:
+        password_hash = await self.hasher.hash(data.password)
+        async with self.write_gate.transaction(self.repository.session) as transaction:
             try:
                 # Every column is known after the INSERT (ids come back with it): no refresh round trip.
                 user = await self.repository.add(
@@ -60,10 +72,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 )
             except (DuplicateKeyError, IntegrityError) as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
-            # SQLite may give a new account the id of a deleted one: nothing cached may answer for it.
-            end.invalidate(lambda: self.runtime.principals.users.invalidate(user.id))
-            end.after_commit(
-                self.runtime.events.user_event("user_created", to_read(user), actor.id if actor else None)
+            transaction.record(
+                Change(
+                    USER_ENTITY, "created", user.id, after=to_read(user), actor_id=actor.id if actor else None
+                )
             )
         return user
 
@@ -76,11 +88,12 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             if actor.id == user_id:
                 # Someone holding a stolen token must not be able to lock the owner out.
                 current = data.current_password if isinstance(data.current_password, str) else ""
-                if not await self.runtime.hasher.verify(current, actor.password_hash):
+                if not await self.hasher.verify(current, actor.password_hash):
                     raise PermissionDeniedException("`current_password` is missing or wrong")
-            new_hash = await self.runtime.hasher.hash(data.password)
-        async with self.runtime.write_gate.transaction(self.repository.session) as end:
+            new_hash = await self.hasher.hash(data.password)
+        async with self.write_gate.transaction(self.repository.session) as transaction:
             user = await self._get_for_update(user_id)
+            before = to_read(user)
             demoting = changes.get("rol") == ROLE_CLIENT and user.rol == ROLE_ADMIN
             if demoting:
                 await self._ensure_another_admin(user.id)
@@ -96,20 +109,20 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
-            end.invalidate(lambda: self.runtime.principals.users.invalidate(user_id))
-            end.after_commit(self.runtime.events.user_event("user_updated", to_read(user), actor.id))
+            transaction.record(
+                Change(USER_ENTITY, "updated", user_id, before=before, after=to_read(user), actor_id=actor.id)
+            )
         return user
 
     async def delete_user(self, user_id: int, actor: User) -> None:
-        async with self.runtime.write_gate.transaction(self.repository.session) as end:
+        async with self.write_gate.transaction(self.repository.session) as transaction:
             user = await self._get_for_update(user_id)
             if user.rol == ROLE_ADMIN:
                 await self._ensure_another_admin(user.id)
-            snapshot = to_read(user)
+            before = to_read(user)
             await self.repository.session.delete(user)
             await self.repository.session.flush()
-            end.invalidate(lambda: self.runtime.principals.users.invalidate(user_id))
-            end.after_commit(self.runtime.events.user_event("user_deleted", snapshot, actor.id))
+            transaction.record(Change(USER_ENTITY, "deleted", user_id, before=before, actor_id=actor.id))
 
     async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:
         """Create this administrador unless one already exists (start-up bootstrap)."""
@@ -128,6 +141,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def _ensure_another_admin(self, user_id: int) -> None:
         # FOR UPDATE on every admin row serialises concurrent demotions on PostgreSQL; on SQLite the write
         # gate already runs one write transaction at a time.
+        # A raw select: the repository's list() takes no with_for_update (get/get_one do, for one row).
         others = await self.repository.session.scalars(
             select(User.id).where(User.rol == ROLE_ADMIN, User.id != user_id).with_for_update()
         )

@@ -13,25 +13,26 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.conditional import if_none_match_matches
+from app.db.transactions import WriteGate
+from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.users.models import User
 from app.domain.vms.models import VMStatus
+from app.domain.vms.reads import VMReads, etag_of, to_read
 from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMUpdate
-from app.domain.vms.services import VMService, etag_of, to_read
-from app.openapi import responses_for
-from app.pagination import (
+from app.domain.vms.services import VMService
+from app.http.conditional import if_none_match_matches
+from app.http.openapi import responses_for
+from app.http.pagination import (
     ResourceId,
     SortOrder,
     any_of,
+    list_route,
     order_filters,
     page_response,
-    provide_limit_offset,
     repeated_filter,
-    total_count_header,
 )
-from app.runtime import runtime_of
-from app.security import requires_admin, requires_user
-from app.validation import NO_NUL, VISIBLE_TEXT, strict_json_body
+from app.http.validation import NO_NUL, VISIBLE_TEXT, strict_json_body
+from app.state import collaborator
 
 # Bounds on repeated filters keep the IN list, and the query string, small: five statuses exist.
 MAX_STATUS_VALUES = 5
@@ -66,9 +67,7 @@ not_modified = {
 
 
 async def provide_vm_service(db_session: NamedDependency[AsyncSession], state: State) -> VMService:
-    # The runtime comes from ``state`` rather than as a second dependency: Litestar resolves sibling
-    # dependencies concurrently in an anyio task group, which cost more than the whole database read.
-    return VMService(session=db_session, runtime=runtime_of(state))
+    return VMService(session=db_session, write_gate=collaborator(state, WriteGate))
 
 
 def with_etag(vm: Any, status_code: int = 200) -> Response[VMRead]:
@@ -80,17 +79,11 @@ class VMController(Controller):
     tags = ["vms"]  # noqa: RUF012
     dependencies = {"vms": Provide(provide_vm_service)}  # noqa: RUF012
 
-    @get(
-        ["/", ""],
-        guards=[requires_user],
-        summary="List VMs",
-        dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},
-        response_headers=[total_count_header],
-        responses=responses_for(401),
-    )
+    @list_route(summary="List VMs", guards=[requires_user], responses=responses_for(401))
     async def list_vms(
         self,
-        vms: NamedDependency[VMService],
+        state: State,
+        db_session: NamedDependency[AsyncSession],
         page: NamedDependency[LimitOffset],
         status: Annotated[
             list[VMStatus] | None,
@@ -115,7 +108,7 @@ class VMController(Controller):
         if q:
             filters.append(SearchFilter(field_name="name", value=q, ignore_case=True, escape_wildcards=True))
         filters += [*any_of("status", status), *any_of("os", os)]
-        items, total = await vms.list_page(*filters)
+        items, total = await collaborator(state, VMReads).page(db_session, filters)
         return page_response(items, total)
 
     @get(
@@ -129,7 +122,7 @@ class VMController(Controller):
         self, state: State, vm_id: ResourceId, if_none_match: IfNoneMatch = None
     ) -> Response[VMRead]:
         # No session or service here: most reads are answered from memory (app/domain/vms/reads.py).
-        found = await runtime_of(state).vm_reads.load(vm_id)
+        found = await collaborator(state, VMReads).one(vm_id)
         if found is None:
             raise NotFoundException(f"VM {vm_id} not found")
         if if_none_match_matches(if_none_match, found.etag):

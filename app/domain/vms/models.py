@@ -11,6 +11,10 @@ VMStatus = Literal["provisioning", "running", "stopped", "paused", "error"]
 VM_STATUSES: Final[tuple[VMStatus, ...]] = get_args(VMStatus)
 
 
+# The name of this entity in the changes its writes report (app/db/transactions.py).
+VM_ENTITY: Final = "vm"
+
+
 class VirtualMachine(BigIntAuditBase):
     __tablename__ = "virtual_machine"
     __table_args__ = (

@@ -1,26 +1,31 @@
-"""``GET /vms/{id}`` served from memory: each VM's encoded response, read once and kept exact.
+"""The read side of the VM inventory: list pages, one VM by id, ETags, and the read cache, in one place.
 
-A dashboard reads the same VMs over and over, and a read through a session and the ORM cost about four
-times what the framework and server spend on the request itself (see docs/performance.md). The first read
-of a VM runs one Core query and encodes the response; later reads return those bytes until a change to
-that VM commits: ``VMService`` invalidates the entry right after the commit. When the cache is off
+``GET /vms/{id}`` is served from memory: a dashboard reads the same VMs over and over, and a read through
+a session and the ORM cost about four times what the framework and server spend on the request itself
+(see docs/performance.md). The first read of a VM runs one Core query and encodes the response; later
+reads return those bytes until a change to that VM commits: the composition root subscribes
+:meth:`VMReads.invalidate` to the write path's changes (app/db/transactions.py). When the cache is off
 (several workers share the database, see :mod:`app.cache`) every read runs the query.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
+from advanced_alchemy.filters import StatementFilter
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.cache import InvalidatedCache
+from app.db.pages import columns_of, read_page
 from app.domain.vms.models import VirtualMachine
 from app.domain.vms.schemas import VMRead
 
-# The columns of a VMRead, in its field order; list pages select the same (services.py).
-VM_READ_COLUMNS = tuple(getattr(VirtualMachine, name) for name in VMRead.__struct_fields__)
 # Built once: SQLAlchemy then finds its compiled form in the statement cache on every execution.
-VM_BY_ID = select(*VM_READ_COLUMNS, VirtualMachine.version).where(VirtualMachine.id == bindparam("vm_id"))
+VM_BY_ID = select(*columns_of(VirtualMachine, VMRead), VirtualMachine.version).where(
+    VirtualMachine.id == bindparam("vm_id")
+)
 
 
 def etag_for(vm_id: int, version: int) -> str:
@@ -30,17 +35,27 @@ def etag_for(vm_id: int, version: int) -> str:
     return f'"{vm_id}.{version}"'
 
 
+def etag_of(vm: VirtualMachine) -> str:
+    return etag_for(vm.id, vm.version)
+
+
+def to_read(vm: VirtualMachine) -> VMRead:
+    return msgspec.convert(vm, VMRead, from_attributes=True)
+
+
 class CachedVM(msgspec.Struct, frozen=True):
     body: bytes  # the JSON of VMRead, as sent
     etag: str
 
 
-class VMReadCache(InvalidatedCache[int, CachedVM]):
+class VMReads(InvalidatedCache[int, CachedVM]):
+    """Answers every read of VMs; caches each VM's encoded response (entries invalidated on change)."""
+
     def __init__(self, engine: AsyncEngine, *, enabled: bool, max_entries: int) -> None:
         super().__init__(enabled=enabled, max_entries=max_entries)
         self.engine = engine
 
-    async def load(self, vm_id: int) -> CachedVM | None:
+    async def one(self, vm_id: int) -> CachedVM | None:
         if (cached := self.get(vm_id)) is not None:
             return cached
         generation = self.generation
@@ -53,3 +68,8 @@ class VMReadCache(InvalidatedCache[int, CachedVM]):
         cached = CachedVM(body=msgspec.json.encode(VMRead(**values)), etag=etag)
         self.put(vm_id, cached, generation)
         return cached
+
+    @staticmethod
+    async def page(session: AsyncSession, filters: Sequence[StatementFilter]) -> tuple[list[VMRead], int]:
+        """One page of VMs and the number matching, ignoring pagination (see app/db/pages.py)."""
+        return await read_page(session, VirtualMachine, VMRead, filters)

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.domain.vms.models import VMStatus
-from app.validation import MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
+from app.http.validation import MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
 
 VMName = Annotated[
     str,
@@ -48,7 +48,7 @@ class VMRead(Struct, kw_only=True):
 
 
 class VMCreate(Struct, kw_only=True):
-    # Clients PUT back what they GET: its other fields are accepted and ignored (app/validation.py).
+    # Clients PUT back what they GET: its other fields are accepted and ignored (app/http/validation.py).
     representation: ClassVar[type[Struct]] = VMRead
 
     name: VMName

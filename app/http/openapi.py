@@ -14,7 +14,7 @@ from litestar.openapi.spec import Components, Schema, Server
 from litestar.typing import FieldDefinition
 
 from app.config import PROJECT_ROOT
-from app.validation import read_only_fields
+from app.http.validation import read_only_fields
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -52,7 +52,7 @@ def responses_for(*codes: int) -> dict[int, ResponseSpec]:
 
 
 class WriteBodySchemaPlugin(StructSchemaPlugin):
-    """The schema of a request body says what app/validation.py enforces about its keys.
+    """The schema of a request body says what app/http/validation.py enforces about its keys.
 
     Unknown fields are refused, so ``additionalProperties: false`` (a schema-driven client would otherwise
     send extra keys, as Schemathesis does); the representation's read-only fields are accepted and

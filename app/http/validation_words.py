@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from app.validation import NO_NUL, NO_NUL_WORDS, VISIBLE_TEXT
+from app.http.validation import NO_NUL, NO_NUL_WORDS, VISIBLE_TEXT
 
 # What Litestar reports for query parameters and bodies it decodes itself is msgspec's wording:
 # each known shape is rewritten; anything else loses msgspec's location suffix and keeps its text.

@@ -1,31 +1,32 @@
-"""Database engine, sessions and the write path.
+"""The engine, the one session configuration, and migrations.
 
-SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection. It allows one
-writer at a time, so every write in this process goes through :func:`write_transaction`, which holds an
-asyncio lock for the whole transaction on SQLite: writers queue in the event loop instead of failing with
-"database is locked", and a check-then-write (such as "is this the last administrator?") cannot interleave
-with another writer. On PostgreSQL the lock is held only around commit and publish, which keeps events in
-commit order within a process while transactions run concurrently (row locks do the rest).
+SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection, and a cheaper
+path through aiosqlite (:mod:`app.db.sqlite_fastpath`). Every session, inside a request or not (the CLI,
+token checks, WebSocket re-checks), comes from the Advanced Alchemy config built here, so all of them run
+with the same settings (no autoflush, objects usable after commit).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from app import sqlite_fastpath
 from app.config import PROJECT_ROOT, Settings
+from app.db import sqlite_fastpath
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = PROJECT_ROOT / "app" / "migrations"
+
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+"""A session outside a request: ``alchemy.get_session`` of the config below (the one configuration)."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -101,83 +102,11 @@ def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemy
             script_location=str(MIGRATIONS_DIR),
             version_table_name="alembic_version",
         ),
-        # Our own exception handlers map repository errors (see app/errors.py).
+        # Our own exception handlers map repository errors (see app/http/errors.py).
         set_default_exception_handler=False,
     )
 
 
-class TransactionEnd:
-    """What a write transaction does once it has ended, queued by the service that runs it."""
-
-    __slots__ = ("_invalidations", "_publications")
-
-    def __init__(self) -> None:
-        self._publications: list[Callable[[], None]] = []
-        self._invalidations: list[Callable[[], None]] = []
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run once the commit succeeded, in commit order (events): a rolled-back write publishes nothing."""
-        self._publications.append(callback)
-
-    def invalidate(self, callback: Callable[[], None]) -> None:
-        """Run after any commit attempt, even one that raised (cached copies of what the write changed).
-
-        A commit that raises may still have happened (the request was cancelled while COMMIT ran on the
-        driver's thread, or the connection dropped after PostgreSQL received it); a needless invalidation
-        only costs the next read a query, a missed one would serve the old row until restart.
-        """
-        self._invalidations.append(callback)
-
-    def run(self, *, committed: bool) -> None:
-        for callback in self._invalidations:
-            callback()
-        if committed:
-            for callback in self._publications:
-                callback()
-
-
-class WriteGate:
-    """Orders the writes of this process; see the module docstring."""
-
-    def __init__(self, *, serialize_transactions: bool) -> None:
-        self.serialize_transactions = serialize_transactions
-        self._lock = asyncio.Lock()
-
-    @asynccontextmanager
-    async def transaction(
-        self, session: AsyncSession | async_scoped_session[AsyncSession]
-    ) -> AsyncIterator[TransactionEnd]:
-        """Run the body as one transaction and commit it, then run what it queued on the ``TransactionEnd``.
-
-        A body that raises rolls back: nothing was written, so nothing is invalidated or published.
-        """
-        end = TransactionEnd()
-        whole = self.serialize_transactions
-        if whole:
-            await self._lock.acquire()
-        try:
-            try:
-                yield end
-            except BaseException:
-                await session.rollback()
-                raise
-            if whole:
-                await self._commit(session, end)
-            else:
-                async with self._lock:
-                    await self._commit(session, end)
-        finally:
-            if whole:
-                self._lock.release()
-
-    @staticmethod
-    async def _commit(
-        session: AsyncSession | async_scoped_session[AsyncSession], end: TransactionEnd
-    ) -> None:
-        try:
-            await session.commit()
-        except BaseException:
-            end.run(committed=False)  # first, before anything else awaits: the commit may have happened
-            await session.rollback()
-            raise
-        end.run(committed=True)
+def run_migrations(alchemy: SQLAlchemyAsyncConfig) -> None:
+    """Bring the schema to head (blocking: call it from a thread)."""
+    AlembicCommands(sqlalchemy_config=alchemy).upgrade("head")

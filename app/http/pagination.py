@@ -6,11 +6,14 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy, StatementFilter
-from litestar import Response
+from litestar import Response, get
 from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Parameter
+from litestar.types import Guard
 
 T = TypeVar("T")
 
@@ -48,6 +51,19 @@ def order_filters(sort: str, order: SortOrder) -> list[StatementFilter]:
     if sort != "id":
         filters.append(OrderBy(field_name="id", sort_order=order))
     return filters
+
+
+def list_route(*, summary: str, guards: list[Guard], responses: dict[int, Any]) -> HTTPRouteHandler:
+    """The ``GET`` of a collection: with and without the trailing slash (no redirect), a ``page``
+    dependency (``limit``, ``offset``) and ``X-Total-Count``; answer with :func:`page_response`."""
+    return get(
+        ["/", ""],
+        guards=guards,
+        summary=summary,
+        dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},
+        response_headers=[total_count_header],
+        responses=responses,
+    )
 
 
 def page_response(items: list[T], total: int) -> Response[list[T]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import bcrypt
 
-from app.credentials import MAX_PASSWORD_BYTES
+from app.security.credentials import MAX_PASSWORD_BYTES
 
 BCRYPT_THREAD_NICENESS = 10  # added to the process's niceness
 

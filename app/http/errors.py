@@ -1,6 +1,6 @@
 """One error shape everywhere (Litestar's ``{status_code, detail, extra}``), and no internals in it.
 
-Validation messages name every offending field in ``detail``, in words (app/validation.py); repository
+Validation messages name every offending field in ``detail``, in words (app/http/validation.py); repository
 and database errors become 404 or 409; anything unexpected becomes a bare 500 whose details only reach
 the log.
 """
@@ -25,8 +25,8 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from app.validation import describe
-from app.validation_words import humanise
+from app.http.validation import describe
+from app.http.validation_words import humanise
 
 log = structlog.get_logger("vms.errors")
 

@@ -1,0 +1,135 @@
+"""The write path: one transaction per write, ordered per process, and the one seam for "something changed".
+
+A service runs each write inside :meth:`WriteGate.transaction` and reports every change it makes there
+as data (:meth:`Transaction.record` of a :class:`Change`: entity, action, id, before, after, actor).
+What follows from a change is not written in the services: the composition root subscribes to the gate
+once (:meth:`WriteGate.subscribe`), and the gate calls each subscriber with the transaction's changes.
+
+- ``after_attempt`` runs after every commit attempt, even one that raised (cache invalidation): a commit
+  that raises may still have happened (the request was cancelled while COMMIT ran on the driver's thread,
+  or the connection dropped after PostgreSQL received it). A needless invalidation only costs the next read
+  a query; a missed one would serve the old row until restart.
+- ``after_commit`` runs only once the commit succeeded, in commit order (event publishing): a rolled-back
+  write publishes nothing.
+
+SQLite (the embedded default) allows one writer at a time, so the gate holds an asyncio lock for the whole
+transaction there: writers queue in the event loop instead of failing with "database is locked", and a
+check-then-write (such as "is this the last administrator?") cannot interleave with another writer. On
+PostgreSQL the lock is held only around commit and what follows it, which keeps events in commit order
+within a process while transactions run concurrently (row locks do the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+
+Action = Literal["created", "updated", "deleted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change a write made: to which entity, what, and who asked (``actor_id``; None for the system).
+
+    ``before`` and ``after`` are the entity's public representation (a msgspec struct) on either side of the
+    change, None where there is none (``before`` of a creation, ``after`` of a deletion), or both None for
+    bookkeeping a subscriber only needs the id of (a sign-in session ended).
+    """
+
+    entity: str
+    action: Action
+    entity_id: int
+    _: KW_ONLY
+    before: Any = None
+    after: Any = None
+    actor_id: int | None = None
+
+    @property
+    def current(self) -> Any:
+        """The representation an event carries: after the change, or what was deleted."""
+        return self.before if self.after is None else self.after
+
+
+ChangeSubscriber = Callable[[Sequence[Change]], None]
+
+
+class Transaction:
+    """The changes one write transaction has made so far, reported by the service that runs it."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+
+    def record(self, change: Change) -> None:
+        self.changes.append(change)
+
+
+class WriteGate:
+    """Orders the writes of this process and hands their changes to the subscribers (see the module doc)."""
+
+    def __init__(self, *, serialize_transactions: bool) -> None:
+        self.serialize_transactions = serialize_transactions
+        self._lock = asyncio.Lock()
+        self._after_attempt: list[ChangeSubscriber] = []
+        self._after_commit: list[ChangeSubscriber] = []
+
+    def subscribe(
+        self, *, after_attempt: ChangeSubscriber | None = None, after_commit: ChangeSubscriber | None = None
+    ) -> None:
+        """Called by the composition root, once per concern. Subscribers run synchronously, in order, and
+        must not raise: the write has already happened when they run."""
+        if after_attempt is not None:
+            self._after_attempt.append(after_attempt)
+        if after_commit is not None:
+            self._after_commit.append(after_commit)
+
+    @asynccontextmanager
+    async def transaction(
+        self, session: AsyncSession | async_scoped_session[AsyncSession]
+    ) -> AsyncIterator[Transaction]:
+        """Run the body as one transaction and commit it, then hand its changes to the subscribers.
+
+        A body that raises rolls back: nothing was written, so nothing is invalidated or published.
+        """
+        transaction = Transaction()
+        whole = self.serialize_transactions
+        if whole:
+            await self._lock.acquire()
+        try:
+            try:
+                yield transaction
+            except BaseException:
+                await session.rollback()
+                raise
+            if whole:
+                await self._commit(session, transaction.changes)
+            else:
+                async with self._lock:
+                    await self._commit(session, transaction.changes)
+        finally:
+            if whole:
+                self._lock.release()
+
+    async def _commit(
+        self, session: AsyncSession | async_scoped_session[AsyncSession], changes: list[Change]
+    ) -> None:
+        try:
+            await session.commit()
+        except BaseException:
+            self._notify(self._after_attempt, changes)  # first, before anything awaits: it may have committed
+            await session.rollback()
+            raise
+        self._notify(self._after_attempt, changes)
+        self._notify(self._after_commit, changes)
+
+    @staticmethod
+    def _notify(subscribers: list[ChangeSubscriber], changes: list[Change]) -> None:
+        if changes:
+            for subscriber in subscribers:
+                subscriber(changes)

@@ -1,0 +1,233 @@
+"""The composition root's parts list: every long-lived object VMS needs, built from the settings and wired
+together once, for the web app (:func:`app.create_app`) and the command line (:mod:`app.cli`) alike.
+
+This is the one module (with ``app/__init__.py`` and ``app/cli.py``) that knows both the infrastructure and
+the domains. It is also where the change seam is wired: every write reports its changes to the
+:class:`~app.db.transactions.WriteGate`, and here the caches that hold copies of changed rows and the
+event publisher subscribe to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import structlog
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.exceptions import HTTPException
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
+from app.channels.subscribers import CutOffSubscriber
+from app.config import Settings, jwt_secret
+from app.db.engine import create_alchemy_config, create_engine, run_migrations
+from app.db.transactions import Change, ChangeSubscriber, WriteGate
+from app.domain.auth.models import SESSION_ENTITY
+from app.domain.auth.principals import PrincipalCache, Principals, SessionCache
+from app.domain.users.models import USER_ENTITY
+from app.domain.users.services import UserService
+from app.domain.vms.models import VM_ENTITY
+from app.domain.vms.reads import VMReads
+from app.health import ChannelsPing
+from app.security.client_address import ClientAddress
+from app.security.jwt import TokenService, VMSJWTAuth, create_jwt_auth
+from app.security.passwords import PasswordHasher
+from app.security.throttle import FailureCounters, FallbackStore
+
+log = structlog.get_logger("vms.wiring")
+
+
+class Wiring:
+    """What :func:`wire` built. A plain class: nothing here is validated or serialised."""
+
+    def __init__(self, settings: Settings, *, exclude_from_auth: list[str]) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings)
+        self.alchemy: SQLAlchemyAsyncConfig = create_alchemy_config(settings, self.engine)
+        self.channels, self.channels_ping = create_channels(settings)
+        # The caches are exact only while this process makes every write: off when workers share Redis.
+        single_process = not settings.redis_url
+        self.principals = Principals(
+            PrincipalCache(enabled=single_process),
+            SessionCache(enabled=single_process),
+            self.alchemy.get_session,
+        )
+        self.vm_reads = VMReads(self.engine, enabled=single_process, max_entries=settings.vm_cache_entries)
+        ttl = timedelta(minutes=settings.token_ttl_minutes)
+        self.jwt_auth: VMSJWTAuth = create_jwt_auth(
+            secret=jwt_secret(settings),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl=ttl,
+            retrieve_user=self.principals.retrieve_user,
+            exclude=exclude_from_auth,
+        )
+        self.tokens = TokenService(
+            auth=self.jwt_auth, ttl=ttl, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        self.hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
+        self.login_failures = create_login_failures(settings)
+        self.client_address = ClientAddress(settings.trusted_proxies)
+        self.events = EventPublisher(self.channels, {VM_ENTITY: VMS_CHANNEL, USER_ENTITY: USERS_CHANNEL})
+        self.write_gate = WriteGate(serialize_transactions=settings.is_sqlite)
+        # The change seam: each concern subscribes once, for every write of every domain.
+        self.write_gate.subscribe(
+            after_attempt=invalidate_copies(
+                {
+                    VM_ENTITY: self.vm_reads.invalidate,
+                    USER_ENTITY: self.principals.users.invalidate,
+                    SESSION_ENTITY: self.principals.sessions.invalidate,
+                }
+            ),
+            after_commit=publish_events(self.events),
+        )
+
+    def collaborators(self) -> tuple[object, ...]:
+        """What request handlers take from the app's state (see :mod:`app.state`)."""
+        return (
+            self.settings,
+            self.write_gate,
+            self.hasher,
+            self.tokens,
+            self.login_failures,
+            self.client_address,
+            self.vm_reads,
+            self.events,
+        )
+
+    async def close(self) -> None:
+        self.hasher.close()
+        await self.login_failures.close()
+        await self.engine.dispose()
+
+
+def invalidate_copies(caches: Mapping[str, Callable[[int], None]]) -> ChangeSubscriber:
+    """Drop the cached copy of every changed row (run even when the commit raised: it may have happened).
+
+    A created row is dropped too: SQLite could once give a new row a deleted one's id, and nothing cached
+    may answer for it."""
+
+    def invalidate(changes: Sequence[Change]) -> None:
+        for change in changes:
+            drop = caches.get(change.entity)
+            if drop is not None:
+                drop(change.entity_id)
+
+    return invalidate
+
+
+def publish_events(events: EventPublisher) -> ChangeSubscriber:
+    """After commit: the change events, and an ended session's id so every worker closes its sockets."""
+
+    def publish(changes: Sequence[Change]) -> None:
+        events.publish(changes)
+        for change in changes:
+            if change.entity == SESSION_ENTITY and change.action == "updated":
+                events.session_ended(change.entity_id)
+
+    return publish
+
+
+def create_channels(settings: Settings) -> tuple[ChannelsPlugin, ChannelsPing | None]:
+    """The channels plugin, and how /health pings its backend's server (None for the in-memory one)."""
+    backend: Any
+    ping: ChannelsPing | None = None
+    if settings.redis_url:
+        # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
+        from redis.asyncio import Redis
+
+        from app.channels.redis import NamespacedRedisPubSubBackend
+
+        redis = Redis.from_url(settings.redis_url)
+        backend = NamespacedRedisPubSubBackend(redis=redis, namespace=settings.redis_namespace)
+        ping = redis.ping
+    else:
+        backend = MemoryChannelsBackend()
+    plugin = ChannelsPlugin(
+        backend=backend,
+        channels=[VMS_CHANNEL, USERS_CHANNEL, REVOCATIONS_CHANNEL],
+        subscriber_class=CutOffSubscriber,
+        subscriber_max_backlog=settings.ws_backlog,
+        subscriber_backlog_strategy="backoff",
+    )
+    return plugin, ping
+
+
+def _redis_client(url: str) -> Any:
+    """A client for the stores and counters: short timeouts and no retries, so a request waits about a
+    second at most for an unreachable Redis before the counters fall back (app/security/throttle.py)."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
+def create_stores(settings: Settings) -> dict[str, Store]:
+    """Rate-limit counters: in memory, or shared by all workers through Redis.
+
+    Revocations are not here: they are durable state in the database (ended sessions, token versions).
+    """
+    if settings.redis_url:
+        from litestar.stores.redis import RedisStore
+
+        # "<namespace>:ratelimit", not RedisStore.with_namespace's "<namespace>_ratelimit": every key VMS
+        # writes starts with "<namespace>:", so a deployment's keys are one SCAN pattern.
+        client = _redis_client(settings.redis_url)
+        namespace = settings.redis_namespace
+        return {
+            # A dead Redis must not turn every login into a 500: the per-address limit goes per process.
+            "rate_limit": FallbackStore(
+                RedisStore(client, namespace=f"{namespace}:ratelimit", handle_client_shutdown=True),
+                MemoryStore(),
+                what="the per-address login limit",
+            ),
+        }
+    return {"rate_limit": MemoryStore()}
+
+
+def create_login_failures(settings: Settings) -> FailureCounters:
+    """The per-account failed-login counters: in Redis (under the namespace) when configured."""
+    redis = _redis_client(settings.redis_url) if settings.redis_url else None
+    return FailureCounters(
+        redis, prefix=f"{settings.redis_namespace}:login-failures", what="the per-account login limit"
+    )
+
+
+def user_service(wiring: Wiring, session: Any) -> UserService:
+    return UserService(session=session, write_gate=wiring.write_gate, hasher=wiring.hasher)
+
+
+async def ensure_configured_admin(wiring: Wiring) -> None:
+    settings = wiring.settings
+    if not (settings.admin_email and settings.admin_password):
+        return
+    async with wiring.alchemy.get_session() as session:
+        try:
+            user = await user_service(wiring, session).ensure_admin(
+                email=settings.admin_email, password=settings.admin_password, name=settings.admin_name
+            )
+        except HTTPException as exc:  # another worker created it first, or the email is taken
+            log.warning("configured administrador not created", reason=exc.detail)
+            return
+    if user is not None:
+        log.info("created the configured administrador", email=user.email, user_id=user.id)
+
+
+@asynccontextmanager
+async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
+    """Everything a command-line action needs, outside the web app: migrated, with channels running."""
+    wiring = Wiring(settings, exclude_from_auth=[])
+    try:
+        await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)
+        async with wiring.channels:
+            yield wiring
+    finally:
+        await wiring.close()
