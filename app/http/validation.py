@@ -48,6 +48,18 @@ NO_NUL_WORDS = "must not contain NUL characters"
 # The MESSAGE of a VISIBLE_TEXT string with a length.
 VISIBLE_TEXT_WORDS = "must be {min_length} to {max_length} characters and not only spaces (no NUL characters)"
 
+
+def visible_text(example: str, max_length: int = 100) -> msgspec.Meta:
+    """The bounds of a name-like string: 1 to ``max_length`` characters, not only whitespace, no NUL."""
+    return msgspec.Meta(
+        min_length=1,
+        max_length=max_length,
+        pattern=VISIBLE_TEXT,
+        examples=[example],
+        extra={MESSAGE: VISIBLE_TEXT_WORDS},
+    )
+
+
 # Unknown keys are named up to this many, each cut to this length: a body may hold 40,000 of them.
 MAX_UNKNOWN_NAMED = 10
 MAX_KEY_SHOWN = 50

@@ -9,7 +9,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.domain.users.models import ROLE_CLIENT, Role
-from app.http.validation import MAX_UTF8_BYTES, MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
+from app.http.validation import MAX_UTF8_BYTES, MESSAGE, visible_text
 from app.security.credentials import (
     EMAIL_PATTERN,
     MAX_EMAIL_CHARS,
@@ -19,16 +19,7 @@ from app.security.credentials import (
     PASSWORD_POLICY,
 )
 
-Name = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=100,
-        pattern=VISIBLE_TEXT,
-        examples=["Ada Lovelace"],
-        extra={MESSAGE: VISIBLE_TEXT_WORDS},
-    ),
-]
+Name = Annotated[str, visible_text("Ada Lovelace")]
 # Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is not our business.
 Email = Annotated[
     str,

@@ -8,28 +8,10 @@ from typing import Annotated, ClassVar
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.domain.vms.models import VMStatus
-from app.http.validation import MESSAGE, VISIBLE_TEXT, VISIBLE_TEXT_WORDS
+from app.http.validation import visible_text
 
-VMName = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=100,
-        pattern=VISIBLE_TEXT,
-        examples=["web-01"],
-        extra={MESSAGE: VISIBLE_TEXT_WORDS},
-    ),
-]
-OSName = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=100,
-        pattern=VISIBLE_TEXT,
-        examples=["Debian 12"],
-        extra={MESSAGE: VISIBLE_TEXT_WORDS},
-    ),
-]
+VMName = Annotated[str, visible_text("web-01")]
+OSName = Annotated[str, visible_text("Debian 12")]
 Cores = Annotated[int, Meta(ge=1, le=1024, examples=[4])]
 RamMB = Annotated[int, Meta(ge=1, le=16_777_216, description="RAM in MB", examples=[8192])]
 DiskGB = Annotated[int, Meta(ge=1, le=1_048_576, description="Disk in GB", examples=[100])]
