@@ -30,7 +30,7 @@ from app.config import (
     load_settings,
     requested_workers,
 )
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 ABSENT = Path("/nonexistent/litestar.toml")
 

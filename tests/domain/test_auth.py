@@ -13,8 +13,18 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.config import Settings, jwt_secret
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login, make_settings
-from tests.domain.helpers import BAD_INPUT, assert_error, assert_user, expect
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    BAD_INPUT,
+    Account,
+    assert_error,
+    assert_user,
+    bearer,
+    expect,
+    login,
+    make_settings,
+)
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 

@@ -18,9 +18,17 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.config import Settings, jwt_secret
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login, make_settings, require
-from tests.domain.helpers import assert_error, expect
-from tests.security.conftest import dispose_engines
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    assert_error,
+    bearer,
+    dispose_engines,
+    expect,
+    login,
+    make_settings,
+    require,
+)
 
 INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'
 

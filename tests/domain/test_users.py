@@ -9,13 +9,19 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, login, make_settings
-from tests.domain.helpers import (
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Account,
     array_parameter,
     assert_error,
     assert_user,
+    bearer,
     can_login,
+    create_account,
     expect,
+    login,
+    make_settings,
     total_count,
 )
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import VM_BODY, Account, create_vm
-from tests.domain.helpers import BAD_INPUT, assert_error, can_login, expect, total_count
+from tests.helpers import BAD_INPUT, VM_BODY, Account, assert_error, can_login, create_vm, expect, total_count
 
 HUGE = 2**70
 INT64_MAX = 2**63 - 1

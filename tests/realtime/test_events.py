@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VM_BODY, LiveServer, create_account, create_vm, decode, login
-from tests.realtime import (
+from tests.helpers import (
+    VM_BODY,
+    LiveServer,
     admin_account,
     assert_silent,
+    create_account,
+    create_vm,
+    decode,
     expect_refused,
     forge_token,
+    login,
     receive_event,
     receive_events,
     wait_closed_with,

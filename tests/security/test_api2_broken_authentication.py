@@ -12,12 +12,17 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, login
-from tests.security.conftest import (
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Account,
+    bearer,
     claims_for,
     client_with,
+    create_account,
     forge,
     forge_as,
+    login,
     server_with,
     sign_claims,
     split,

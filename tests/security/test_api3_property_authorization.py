@@ -13,10 +13,16 @@ import asyncpg
 import bcrypt
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, create_vm, login
-from tests.security.conftest import (
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     BCRYPT_HASH,
+    Account,
     assert_no_secrets,
+    bearer,
+    create_account,
+    create_vm,
+    login,
     server_with,
     split,
     ws_events,

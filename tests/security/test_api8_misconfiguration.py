@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, VM_BODY, Account, create_vm
-from tests.security.conftest import assert_no_internals, client_with
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    VM_BODY,
+    Account,
+    assert_no_internals,
+    client_with,
+    create_vm,
+)
 
 HEADERS_MISSING_ON_ERRORS = (
     "F12: the security headers are Litestar `response_headers`, which only route handlers' own responses "

@@ -43,7 +43,7 @@ from schemathesis.python import asgi
 from app import create_app
 from app.config import Settings, jwt_secret
 from app.credentials import MAX_PASSWORD_BYTES
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 # One pass of every phase, sized to take about a minute per identity on a 2-core machine. There is
 # deliberately no `max-time`: with one, Schemathesis keeps re-running fuzzing and stateful until it is spent.

@@ -1,9 +1,10 @@
-"""Assertions shared by the API tests: response shapes, error bodies, and "no secret ever leaks"."""
+"""Assertions shared by the tests: response shapes, error bodies, and "no secret, no internal ever leaks"."""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,32 +14,72 @@ BAD_INPUT = (400, 422)
 USER_FIELDS = {"id", "name", "email", "rol", "created_at", "updated_at"}
 VM_FIELDS = {"id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"}
 SECRET_KEYS = {"password", "password_hash", "current_password", "token_version"}
-BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$")
+BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d{2}\$")
+INTERNALS = re.compile(
+    r"Traceback|File \"|sqlalchemy|aiosqlite|sqlite3|asyncpg|psycopg|IntegrityError|OperationalError|"
+    r"DataError|UNIQUE constraint|violates .*constraint|\.py\"?, line \d+",
+    re.IGNORECASE,
+)
+SQL = re.compile(r"\b(SELECT .* FROM|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b")
+
+_UNPARSED: Any = object()
 
 
-def _keys(value: Any) -> Iterator[str]:
+def json_keys(value: Any) -> set[str]:
+    """Every key at any depth of a decoded JSON value."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _keys(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _keys(item)
+        return set(value) | {key for item in value.values() for key in json_keys(item)}
+    if isinstance(value, list):
+        return {key for item in value for key in json_keys(item)}
+    return set()
 
 
-def assert_no_secrets(response: httpx.Response) -> None:
-    """No password or hash in any answer: not as a key, not as a bcrypt string anywhere in the text."""
+def names_a_password(key: str) -> bool:
+    return "password" in key.lower() or "hash" in key.lower()
+
+
+def assert_no_secrets(
+    text: str,
+    *secrets: str,
+    body: Any = _UNPARSED,
+    secret_key: Callable[[str], bool] = names_a_password,
+) -> None:
+    """No bcrypt hash, none of ``secrets`` (submitted passwords) and no secret key in ``text``.
+
+    The keys are those of ``body`` when given, else of ``text`` parsed as JSON (none when it is not JSON);
+    a key is secret when ``secret_key`` says so (by default: it mentions a password or a hash).
+    """
+    assert not BCRYPT_HASH.search(text), f"a bcrypt hash leaked: {text[:500]}"
+    for secret in secrets:
+        assert secret not in text, f"a submitted password leaked: {text[:500]}"
+    if body is _UNPARSED:
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = None
+    leaked = {key for key in json_keys(body) if secret_key(key)}
+    assert not leaked, f"secret keys in a response: {sorted(leaked)}: {text[:500]}"
+
+
+def assert_no_secrets_in(response: httpx.Response) -> None:
+    """No password or hash in any answer: not as a key of a 2xx body, not as a bcrypt string in the text."""
     assert "password_hash" not in response.text, response.text
-    assert not BCRYPT_HASH.search(response.text), response.text
-    if 200 <= response.status_code < 300 and response.content:
-        leaked = set(_keys(response.json())) & SECRET_KEYS
-        assert not leaked, f"secret keys in the response: {leaked}"
+    success = 200 <= response.status_code < 300 and bool(response.content)
+    assert_no_secrets(
+        response.text, body=response.json() if success else None, secret_key=SECRET_KEYS.__contains__
+    )
+
+
+def assert_no_internals(text: str) -> None:
+    """An error body says what was wrong, never how the server is built."""
+    assert not INTERNALS.search(text), f"server internals in a response: {text[:500]}"
+    assert not SQL.search(text), f"SQL in a response: {text[:500]}"
 
 
 def expect(response: httpx.Response, status: int) -> Any:
     """Assert the status and that nothing secret leaked; return the JSON body (None when empty)."""
     assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
-    assert_no_secrets(response)
+    assert_no_secrets_in(response)
     return response.json() if response.content else None
 
 
@@ -53,7 +94,7 @@ def assert_error(response: httpx.Response, *statuses: int, field: str | None = N
     assert body["detail"], body
     if field is not None:
         assert field in body["detail"], f"`{field}` not named in {body['detail']!r}"
-    assert_no_secrets(response)
+    assert_no_secrets_in(response)
     return body
 
 
@@ -81,19 +122,6 @@ def assert_vm(body: Any) -> dict[str, Any]:
     assert_utc(body["created_at"])
     assert_utc(body["updated_at"])
     return body
-
-
-async def total_count(client: Any, path: str, headers: dict[str, str]) -> int:
-    """The collection's ``X-Total-Count``: proves whether a refused request stored anything."""
-    response = await client.get(path, headers=headers, params={"limit": 1})
-    expect(response, 200)
-    return int(response.headers["X-Total-Count"])
-
-
-async def can_login(client: Any, email: str, password: str) -> bool:
-    response = await client.post("/login", json={"email": email, "password": password})
-    assert response.status_code in {200, 401}, response.text
-    return response.status_code == 200
 
 
 def array_parameter(schema: dict[str, Any], path: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
