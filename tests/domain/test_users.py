@@ -20,6 +20,7 @@ from tests.helpers import (
     can_login,
     create_account,
     expect,
+    get_me,
     login,
     make_settings,
     total_count,
@@ -42,7 +43,7 @@ async def get_user(client: Any, admin: Account, user_id: int) -> dict[str, Any]:
 
 
 async def me(client: Any, account: Account) -> Any:
-    return await client.get("/users/me", headers=account.headers)
+    return await get_me(client, account.token)
 
 
 # ---------------------------------------------------------------- reading

@@ -105,23 +105,24 @@ def assert_utc(timestamp: str) -> datetime:
     return parsed
 
 
-def assert_user(body: Any) -> dict[str, Any]:
+def _assert_record(body: Any, fields: set[str]) -> dict[str, Any]:
+    """A stored record's representation: exactly ``fields``, an integer id, UTC timestamps."""
     assert isinstance(body, dict), body
-    assert set(body) == USER_FIELDS, body
+    assert set(body) == fields, body
     assert isinstance(body["id"], int), body
-    assert body["rol"] in {"administrador", "cliente"}, body
     assert_utc(body["created_at"])
     assert_utc(body["updated_at"])
     return body
+
+
+def assert_user(body: Any) -> dict[str, Any]:
+    user = _assert_record(body, USER_FIELDS)
+    assert user["rol"] in {"administrador", "cliente"}, user
+    return user
 
 
 def assert_vm(body: Any) -> dict[str, Any]:
-    assert isinstance(body, dict), body
-    assert set(body) == VM_FIELDS, body
-    assert isinstance(body["id"], int), body
-    assert_utc(body["created_at"])
-    assert_utc(body["updated_at"])
-    return body
+    return _assert_record(body, VM_FIELDS)
 
 
 def array_parameter(schema: dict[str, Any], path: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -22,6 +22,7 @@ from tests.helpers import (
     create_account,
     forge,
     forge_as,
+    get_me,
     login,
     server_with,
     sign_claims,
@@ -33,7 +34,7 @@ from tests.helpers import (
 
 
 async def me_status(client: Any, token: str) -> int:
-    return int((await client.get("/users/me", headers=bearer(token))).status_code)
+    return int((await get_me(client, token)).status_code)
 
 
 # ---------------------------------------------------------------- forged tokens

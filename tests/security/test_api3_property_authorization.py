@@ -22,6 +22,7 @@ from tests.helpers import (
     bearer,
     create_account,
     create_vm,
+    get_me,
     login,
     server_with,
     split,
@@ -33,7 +34,7 @@ KNOWN_HASH = bcrypt.hashpw(b"hijacked-password", bcrypt.gensalt(4)).decode()
 
 
 async def me(client: Any, account: Account) -> dict[str, Any]:
-    response = await client.get("/users/me", headers=account.headers)
+    response = await get_me(client, account.token)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

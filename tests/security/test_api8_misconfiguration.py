@@ -18,6 +18,7 @@ from tests.helpers import (
     VM_BODY,
     Account,
     assert_no_internals,
+    bearer,
     client_with,
     create_vm,
 )
@@ -135,7 +136,7 @@ async def test_configured_origins_are_allowed_and_no_others(tmp_path: Any) -> No
         assert "authorization" in allowed.headers.get("access-control-allow-headers", "").lower()
 
         token = (await client.post("/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        headers = bearer(token["access_token"])
         simple = await client.get("/vms", headers={**headers, "Origin": DASH})
         assert simple.headers.get("access-control-allow-origin") == DASH
 
