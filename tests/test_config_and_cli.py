@@ -30,7 +30,7 @@ from app.config import (
     load_settings,
     requested_workers,
 )
-from tests.conftest import free_port
+from tests.helpers import bearer, free_port
 
 ABSENT = Path("/nonexistent/litestar.toml")
 
@@ -245,7 +245,7 @@ def test_create_admin_then_sign_in(cli_env: dict[str, str]) -> None:
     with TestClient(app=app) as client:
         response = client.post("/login", json={"email": "root@example.com", "password": "cli-password-1"})
         assert response.status_code == 200, response.text
-        headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        headers = bearer(response.json()["access_token"])
         me = client.get("/users/me", headers=headers).json()
         assert (me["email"], me["rol"], me["name"], str(me["id"])) == (
             "root@example.com",

@@ -7,8 +7,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from tests.conftest import make_settings
-from tests.domain.helpers import assert_error, expect
+from tests.helpers import assert_error, expect, make_settings
 
 # Every status a route can answer, as the contract lists them (400 for any route with input).
 DECLARED: dict[tuple[str, str], set[str]] = {

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.interpreter import SWITCH_INTERVAL_SECONDS
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 async def test_settings_hold_while_any_app_runs_and_are_restored_after_the_last(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import Account, create_vm
+from tests.helpers import Account, create_vm
 
 
 async def test_admin_can_create_and_read_a_vm(client: Any, admin: Account) -> None:

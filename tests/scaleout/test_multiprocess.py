@@ -15,12 +15,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import (
+from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     REDIS_URL,
+    bearer,
     decode,
     free_port,
+    login,
     require,
     scratch_postgres_database,
 )
@@ -98,17 +100,11 @@ async def two_servers(shared_database: str, tmp_path: Path) -> AsyncIterator[tup
                 process.kill()
 
 
-async def _token(http: httpx.AsyncClient, url: str, email: str, password: str) -> str:
-    response = await http.post(f"{url}/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 async def test_events_written_through_b_reach_a_listener_in_order(two_servers: tuple[str, str]) -> None:
     url_a, url_b = two_servers
     async with httpx.AsyncClient(timeout=10) as http:
-        token = await _token(http, url_b, ADMIN_EMAIL, ADMIN_PASSWORD)
-        headers = {"Authorization": f"Bearer {token}"}
+        token = await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=url_b)
+        headers = bearer(token)
         ws_a = url_a.replace("http://", "ws://") + f"/ws/vms?token={token}"
         async with connect(ws_a) as listener:
             await asyncio.sleep(0.2)  # let the subscription reach Redis before publishing
@@ -131,12 +127,12 @@ async def test_events_written_through_b_reach_a_listener_in_order(two_servers: t
 async def test_user_deleted_through_a_is_refused_by_b_at_once(two_servers: tuple[str, str]) -> None:
     url_a, url_b = two_servers
     async with httpx.AsyncClient(timeout=10) as http:
-        admin = {"Authorization": f"Bearer {await _token(http, url_a, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+        admin = bearer(await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=url_a))
         body = {"name": "Temp", "email": "temp@example.com", "password": "temp-password-1"}
         created = await http.post(f"{url_a}/users", json=body, headers=admin)
         assert created.status_code == 201, created.text
-        user_token = await _token(http, url_b, body["email"], body["password"])
-        user = {"Authorization": f"Bearer {user_token}"}
+        user_token = await login(http, body["email"], body["password"], base_url=url_b)
+        user = bearer(user_token)
         assert (await http.get(f"{url_b}/users/me", headers=user)).status_code == 200
         assert (await http.delete(f"{url_a}/users/{created.json()['id']}", headers=admin)).status_code == 204
         refused = await http.get(f"{url_b}/users/me", headers=user)
@@ -165,7 +161,7 @@ async def test_vm_changed_through_a_is_read_fresh_through_b(two_servers: tuple[s
     """B has read the VM before; A's change and deletion must still show through B at once."""
     url_a, url_b = two_servers
     async with httpx.AsyncClient(timeout=10) as http:
-        admin = {"Authorization": f"Bearer {await _token(http, url_a, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+        admin = bearer(await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=url_a))
         body = {"name": "shared", "cores": 1, "ram": 512, "disk": 10, "os": "Alpine"}
         created = await http.post(f"{url_a}/vms", json=body, headers=admin)
         assert created.status_code == 201, created.text

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Account, create_account, create_vm, login
+from tests.helpers import Account, create_account, create_vm, login
 
 DENIED = {403, 404}
 

@@ -12,12 +12,18 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, login
-from tests.security.conftest import (
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Account,
+    bearer,
     claims_for,
     client_with,
+    create_account,
     forge,
     forge_as,
+    get_me,
+    login,
     server_with,
     sign_claims,
     split,
@@ -28,7 +34,7 @@ from tests.security.conftest import (
 
 
 async def me_status(client: Any, token: str) -> int:
-    return int((await client.get("/users/me", headers=bearer(token))).status_code)
+    return int((await get_me(client, token)).status_code)
 
 
 # ---------------------------------------------------------------- forged tokens

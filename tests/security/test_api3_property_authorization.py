@@ -13,10 +13,17 @@ import asyncpg
 import bcrypt
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, create_vm, login
-from tests.security.conftest import (
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     BCRYPT_HASH,
+    Account,
     assert_no_secrets,
+    bearer,
+    create_account,
+    create_vm,
+    get_me,
+    login,
     server_with,
     split,
     ws_events,
@@ -27,7 +34,7 @@ KNOWN_HASH = bcrypt.hashpw(b"hijacked-password", bcrypt.gensalt(4)).decode()
 
 
 async def me(client: Any, account: Account) -> dict[str, Any]:
-    response = await client.get("/users/me", headers=account.headers)
+    response = await get_me(client, account.token)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VM_BODY, Account, create_vm
-from tests.security.conftest import assert_no_internals, client_with, server_with
+from tests.helpers import VM_BODY, Account, assert_no_internals, client_with, create_vm, server_with
 
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     VM_BODY,
@@ -20,8 +20,9 @@ from tests.conftest import (
     create_account,
     create_vm,
     login,
+    server_with,
+    ws_events,
 )
-from tests.security.conftest import server_with, ws_events
 
 # (method, path template, body); {vm} and {user} are filled in with real ids
 ADMIN_ONLY = [

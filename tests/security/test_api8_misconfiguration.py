@@ -12,8 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, VM_BODY, Account, create_vm
-from tests.security.conftest import assert_no_internals, client_with
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    VM_BODY,
+    Account,
+    assert_no_internals,
+    bearer,
+    client_with,
+    create_vm,
+)
 
 HEADERS_MISSING_ON_ERRORS = (
     "F12: the security headers are Litestar `response_headers`, which only route handlers' own responses "
@@ -128,7 +136,7 @@ async def test_configured_origins_are_allowed_and_no_others(tmp_path: Any) -> No
         assert "authorization" in allowed.headers.get("access-control-allow-headers", "").lower()
 
         token = (await client.post("/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        headers = bearer(token["access_token"])
         simple = await client.get("/vms", headers={**headers, "Origin": DASH})
         assert simple.headers.get("access-control-allow-origin") == DASH
 

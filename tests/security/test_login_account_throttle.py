@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     LiveServer,
     PrivateRedis,
     require,
+    server_with,
 )
-from tests.security.conftest import server_with
 
 LIMIT = 3
 WINDOW_SECONDS = 15 * 60

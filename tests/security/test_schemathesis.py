@@ -43,7 +43,7 @@ from schemathesis.python import asgi
 from app import create_app
 from app.config import Settings, jwt_secret
 from app.security.credentials import MAX_PASSWORD_BYTES
-from tests.conftest import make_settings
+from tests.helpers import bearer, make_settings
 
 # One pass of every phase, sized to take about a minute per identity on a 2-core machine. There is
 # deliberately no `max-time`: with one, Schemathesis keeps re-running fuzzing and stateful until it is spent.
@@ -141,7 +141,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     target = Target(app=create_app(settings), settings=settings)
     with asgi.get_client(target.app) as http:
         for rol in ("administrador", "cliente"):
-            me = http.get("/users/me", headers={"Authorization": f"Bearer {target.token_for(rol)}"})
+            me = http.get("/users/me", headers=bearer(target.token_for(rol)))
             assert me.status_code == 200, f"a minted {rol} token is refused: {me.text}"
             assert me.json()["rol"] == rol
     try:
@@ -163,7 +163,7 @@ def load_schema(target: Target, rol: str, report: RunReport) -> Any:
             return target.token_for(rol)
 
         def set(self, case: schemathesis.Case, data: str, context: Any) -> None:
-            case.headers["Authorization"] = f"Bearer {data}"
+            case.headers.update(bearer(data))
 
     # A known finding is set aside (and counted) instead of failing the run: each has a strict-xfail
     # reproducer below, and left in, it would make the engine re-run whole suites hunting variants of it.
@@ -374,7 +374,7 @@ def _published_schema(target: Target) -> dict[str, Any]:
 
 def _accepts(target: Target, method: str, path: str, body: dict[str, Any]) -> int:
     with asgi.get_client(target.app) as http:
-        headers = {"Authorization": f"Bearer {target.token_for('administrador')}"}
+        headers = bearer(target.token_for("administrador"))
         return int(http.request(method, path, json=body, headers=headers).status_code)
 
 

@@ -11,9 +11,16 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.db.engine import create_alchemy_config, create_engine
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login, make_settings
-from tests.domain.helpers import assert_error, expect
-from tests.security.conftest import dispose_engines
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    assert_error,
+    bearer,
+    dispose_engines,
+    expect,
+    login,
+    make_settings,
+)
 
 VM_ROW = "INSERT INTO virtual_machine (name, cores, ram, disk, os, status, version, created_at, updated_at) "
 VM_VALUES = "VALUES (?, 1, 1, 1, 'Debian 12', 'running', 1, '2026-11-27 10:00:00', '2026-11-27 10:00:00')"

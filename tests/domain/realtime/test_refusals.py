@@ -11,8 +11,7 @@ from datetime import timedelta
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import LiveServer, create_account
-from tests.realtime import admin_account, forge_token, ws_connect
+from tests.helpers import LiveServer, admin_account, create_account, forge_token, ws_connect
 
 UNAUTHORIZED, FORBIDDEN = 4401, 4403
 

@@ -24,8 +24,16 @@ from app.channels.events import EventPublisher
 from app.db.transactions import Change
 from app.domain.vms.schemas import VMRead
 from app.state import collaborator
-from tests.conftest import LiveServer, create_vm, decode, make_settings, run_server
-from tests.realtime import EVENT_TIMEOUT, admin_account, ws_connect
+from tests.helpers import (
+    EVENT_TIMEOUT,
+    LiveServer,
+    admin_account,
+    create_vm,
+    decode,
+    make_settings,
+    run_server,
+    ws_connect,
+)
 
 BACKLOG = 20
 BIG = 64 * 1024

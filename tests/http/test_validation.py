@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import VM_BODY, Account, create_vm
-from tests.domain.helpers import BAD_INPUT, assert_error, can_login, expect, total_count
+from tests.helpers import BAD_INPUT, VM_BODY, Account, assert_error, can_login, create_vm, expect, total_count
 
 HUGE = 2**70
 INT64_MAX = 2**63 - 1
@@ -302,25 +301,23 @@ async def test_every_invalid_field_is_named_in_words(client: Any, admin: Account
         "status: must be one of provisioning, running, stopped, paused, error",
     ]
     vm = await create_vm(client, admin)
-    for method, url in (("POST", "/vms"), ("PATCH", f"/vms/{vm['id']}"), ("PUT", f"/vms/{vm['id']}")):
-        response = await client.request(method, url, json=vm_body, headers=admin.headers)
-        detail = assert_error(response, 400)["detail"]
-        for words in expected:
-            assert words in detail, (method, words, detail)
-        assert_in_words(detail)
     user = {"name": "", "email": "a b@example.com", "password": "short", "rol": "root"}
-    expected = [
+    user_expected = [
         "name: must be 1 to 100 characters and not only spaces",
         "email: must be a valid email address (one @, no spaces, a dot in the domain)",
         "password: must be at least 8 characters",
         "rol: must be one of administrador, cliente",
     ]
-    for method, url in (("POST", "/users"), ("PATCH", f"/users/{admin.id}"), ("PUT", f"/users/{admin.id}")):
-        response = await client.request(method, url, json=user, headers=admin.headers)
-        detail = assert_error(response, 400)["detail"]
-        for words in expected:
-            assert words in detail, (method, words, detail)
-        assert_in_words(detail)
+    for body, words_expected, collection, item in (
+        (vm_body, expected, "/vms", f"/vms/{vm['id']}"),
+        (user, user_expected, "/users", f"/users/{admin.id}"),
+    ):
+        for method, url in (("POST", collection), ("PATCH", item), ("PUT", item)):
+            response = await client.request(method, url, json=body, headers=admin.headers)
+            detail = assert_error(response, 400)["detail"]
+            for words in words_expected:
+                assert words in detail, (method, words, detail)
+            assert_in_words(detail)
     assert await total_count(client, "/vms", admin.headers) == 1
     assert await total_count(client, "/users", admin.headers) == 1
 

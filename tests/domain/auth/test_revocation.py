@@ -12,21 +12,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from app.config import Settings, jwt_secret
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login, make_settings, require
-from tests.domain.helpers import assert_error, expect
-from tests.security.conftest import dispose_engines
+from app.config import Settings
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    assert_error,
+    bearer,
+    dispose_engines,
+    expect,
+    get_me,
+    login,
+    make_settings,
+    require,
+    resign,
+)
 
 INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'
-
-
-async def _me(client: Any, token: str) -> Any:
-    return await client.get("/users/me", headers=bearer(token))
 
 
 async def test_a_logout_outlives_a_restart(tmp_path: Path, database_url: str) -> None:
@@ -42,9 +47,9 @@ async def test_a_logout_outlives_a_restart(tmp_path: Path, database_url: str) ->
     second = create_app(settings)  # the same database and secret: a restart
     try:
         async with AsyncTestClient(app=second) as client:
-            body = assert_error(await _me(client, revoked), 401)
+            body = assert_error(await get_me(client, revoked), 401)
             assert "revoked" in body["detail"].lower(), body
-            assert expect(await _me(client, kept), 200)["email"] == ADMIN_EMAIL
+            assert expect(await get_me(client, kept), 200)["email"] == ADMIN_EMAIL
     finally:
         await dispose_engines(second)
 
@@ -60,9 +65,9 @@ async def test_a_logout_through_one_process_is_refused_by_another_at_once(
     try:
         async with AsyncTestClient(app=a) as client_a, AsyncTestClient(app=b) as client_b:
             token = await login(client_a, ADMIN_EMAIL, ADMIN_PASSWORD)
-            expect(await _me(client_b, token), 200)
+            expect(await get_me(client_b, token), 200)
             expect(await client_a.post("/logout", headers=bearer(token)), 204)
-            assert_error(await _me(client_b, token), 401)
+            assert_error(await get_me(client_b, token), 401)
     finally:
         await dispose_engines(a)
         await dispose_engines(b)
@@ -77,12 +82,6 @@ async def test_a_logout_does_not_depend_on_redis(tmp_path: Path, database_url: s
 
 
 # ---------------------------------------------------------------- 401 reasons
-
-
-def _forge(settings: Settings, real_token: str, **changes: Any) -> str:
-    claims = jwt.decode(real_token, options={"verify_signature": False})
-    claims.update(changes)
-    return jwt.encode(claims, jwt_secret(settings), algorithm="HS256")
 
 
 def _assert_401(response: Any, reason: str, *, presented: bool) -> None:
@@ -100,18 +99,18 @@ async def test_every_401_says_why(client: Any, settings: Settings) -> None:
     token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     past = datetime.now(UTC) - timedelta(minutes=10)
     _assert_401(await client.get("/users/me"), "not authenticated", presented=False)
-    _assert_401(await _me(client, "not-a-jwt"), "malformed", presented=True)
-    _assert_401(await _me(client, token[:-4] + "AAAA"), "malformed", presented=True)
-    expired = _forge(
+    _assert_401(await get_me(client, "not-a-jwt"), "malformed", presented=True)
+    _assert_401(await get_me(client, token[:-4] + "AAAA"), "malformed", presented=True)
+    expired = resign(
         settings, token, iat=int(past.timestamp()), exp=int((past + timedelta(minutes=5)).timestamp())
     )
-    _assert_401(await _me(client, expired), "expired", presented=True)
+    _assert_401(await get_me(client, expired), "expired", presented=True)
     expect(await client.post("/logout", headers=bearer(token)), 204)
-    _assert_401(await _me(client, token), "revoked", presented=True)
+    _assert_401(await get_me(client, token), "revoked", presented=True)
     # a token that was once verified and is then presented again after it expired is told so too
-    short = _forge(
+    short = resign(
         settings, await login(client, ADMIN_EMAIL, ADMIN_PASSWORD), exp=int(datetime.now(UTC).timestamp()) + 1
     )
-    expect(await _me(client, short), 200)
+    expect(await get_me(client, short), 200)
     await asyncio.sleep(1.5)
-    _assert_401(await _me(client, short), "expired", presented=True)
+    _assert_401(await get_me(client, short), "expired", presented=True)

@@ -9,13 +9,20 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, create_account, login, make_settings
-from tests.domain.helpers import (
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Account,
     array_parameter,
     assert_error,
     assert_user,
+    bearer,
     can_login,
+    create_account,
     expect,
+    get_me,
+    login,
+    make_settings,
     total_count,
 )
 
@@ -36,7 +43,7 @@ async def get_user(client: Any, admin: Account, user_id: int) -> dict[str, Any]:
 
 
 async def me(client: Any, account: Account) -> Any:
-    return await client.get("/users/me", headers=account.headers)
+    return await get_me(client, account.token)
 
 
 # ---------------------------------------------------------------- reading

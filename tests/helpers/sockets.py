@@ -1,36 +1,21 @@
-"""Realtime tests: real WebSocket clients (``websockets``) against the app on a live uvicorn server.
+"""Real WebSocket clients (``websockets``) against the app on a live server.
 
-Shared helpers live here. Every wait is bounded (``asyncio.wait_for``), so a missing event or a socket that
-is never closed fails the test within seconds instead of hanging it.
+Every wait is bounded (``asyncio.wait_for``), so a missing event or a socket that is never closed fails the
+test within seconds instead of hanging it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from litestar.security.jwt import Token
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.config import Settings, jwt_secret
-from app.security.jwt import JWT_ALGORITHM
-from app.state import collaborator
-from tests.conftest import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    Account,
-    LiveServer,
-    bearer,
-    create_account,
-    create_vm,
-    decode,
-    login,
-)
+from tests.helpers.accounts import admin_account, bearer, create_account, create_vm
+from tests.helpers.servers import LiveServer
 
 EVENT_TIMEOUT = 5.0
 """Seconds to wait for an event that should arrive (generous: the Redis backend adds a hop)."""
@@ -38,11 +23,9 @@ QUIET_PERIOD = 0.5
 """Seconds of silence taken as "nothing was published"."""
 
 
-async def admin_account(server: LiveServer) -> Account:
-    token = await login(server.http, ADMIN_EMAIL, ADMIN_PASSWORD)
-    me = await server.http.get("/users/me", headers=bearer(token))
-    assert me.status_code == 200, me.text
-    return Account(id=me.json()["id"], email=ADMIN_EMAIL, password=ADMIN_PASSWORD, token=token)
+def decode(message: str | bytes) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.json.decode(message)
+    return result
 
 
 def ws_connect(server: LiveServer, path: str, token: str | None = None, *, header: bool = False) -> Any:
@@ -51,7 +34,7 @@ def ws_connect(server: LiveServer, path: str, token: str | None = None, *, heade
     headers: dict[str, str] = {}
     if token is not None:
         if header:
-            headers["Authorization"] = f"Bearer {token}"
+            headers = bearer(token)
         else:
             url = f"{url}?token={token}"
     return connect(url, additional_headers=headers, open_timeout=EVENT_TIMEOUT, close_timeout=2)
@@ -95,34 +78,6 @@ async def wait_closed_with(
     return code
 
 
-def settings_of(server: LiveServer) -> Any:
-    return collaborator(server.app.state, Settings)
-
-
-def forge_token(
-    server: LiveServer, valid_token: str, *, expires_in: timedelta, secret: str | None = None
-) -> str:
-    """A copy of ``valid_token`` (same user, token version, issuer, audience) with another expiry and id.
-
-    ``expires_in`` may be negative: ``Token`` refuses a past ``exp`` when constructed, so it is set after.
-    """
-    settings = settings_of(server)
-    real_secret = jwt_secret(settings)
-    decoded = Token.decode(
-        valid_token,
-        secret=real_secret,
-        algorithm=JWT_ALGORITHM,
-        audience=settings.jwt_audience,
-        issuer=[settings.jwt_issuer],
-    )
-    now = datetime.now(UTC)
-    forged = dataclasses.replace(
-        decoded, exp=now + timedelta(minutes=5), iat=now - timedelta(seconds=1), jti=uuid.uuid4().hex
-    )
-    forged.exp = now + expires_in
-    return forged.encode(secret or real_secret, JWT_ALGORITHM)
-
-
 async def expect_refused(server: LiveServer, path: str, token: str | None, *, header: bool = False) -> str:
     """Connecting with ``token`` yields no event: the handshake is refused, or the socket is closed with 1008
     or a 4xxx code before any event arrives (a VM and a user are created meanwhile). Returns what happened."""
@@ -141,3 +96,33 @@ async def expect_refused(server: LiveServer, path: str, token: str | None, *, he
         status = refused.response.status_code
         assert status in {401, 403}, f"{where}: handshake refused with {status}"
         return f"refused {status}"
+
+
+async def ws_events(
+    url: str, *, headers: dict[str, str] | None = None, trigger: Any = None, seconds: float = 2.0
+) -> str | list[dict[str, Any]]:
+    """Connect, run ``trigger`` (an awaitable factory), and say what the socket got.
+
+    Returns ``"refused <status>"`` when the handshake is refused, ``"closed <code>"`` when the server
+    closes the socket before any event, or the list of events received within ``seconds``.
+    """
+    received: list[dict[str, Any]] = []
+    try:
+        async with connect(url, additional_headers=headers or {}, open_timeout=10, close_timeout=2) as socket:
+            if trigger is not None:
+                await trigger()
+            deadline = asyncio.get_running_loop().time() + seconds
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    message = await asyncio.wait_for(socket.recv(), timeout=left)
+                except TimeoutError:
+                    break
+                received.append(decode(message))
+    except InvalidStatus as refused:
+        return f"refused {refused.response.status_code}"
+    except ConnectionClosed as closed:
+        if received:
+            return received
+        frame = closed.rcvd
+        return f"closed {frame.code if frame else 'without a frame'}"
+    return received

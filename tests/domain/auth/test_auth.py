@@ -13,8 +13,21 @@ from litestar.testing import AsyncTestClient
 
 from app import create_app
 from app.config import Settings, jwt_secret
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login, make_settings
-from tests.domain.helpers import BAD_INPUT, assert_error, assert_user, expect
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    BAD_INPUT,
+    Account,
+    assert_error,
+    assert_user,
+    bearer,
+    expect,
+    get_me,
+    login,
+    make_settings,
+    session_of,
+    version_of,
+)
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -28,12 +41,12 @@ def assert_token_body(body: Any, ttl_seconds: int = 3600) -> str:
     return str(body["access_token"])
 
 
-async def me(client: Any, token: str) -> Any:
-    return await client.get("/users/me", headers=bearer(token))
+def forge_flat(settings: Settings, user_id: int, **claims: Any) -> str:
+    """A token signed with the app's real key; ``claims`` override the well-formed defaults.
 
-
-def forge(settings: Settings, user_id: int, **claims: Any) -> str:
-    """A token signed with the app's real key; ``claims`` override the well-formed defaults."""
+    Unlike ``tests.helpers.forge`` it writes ``ver`` and ``sid`` as top-level claims (Litestar folds unknown
+    claims into ``extras``) and drops a claim given as None: the shapes test_forged_token_shapes probes.
+    """
     now = datetime.now(UTC)
     payload: dict[str, Any] = {
         "sub": str(user_id),
@@ -55,7 +68,7 @@ def forge(settings: Settings, user_id: int, **claims: Any) -> str:
 async def test_login_with_json_returns_a_bearer_token(client: Any) -> None:
     body = expect(await client.post("/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}), 200)
     token = assert_token_body(body)
-    user = assert_user(expect(await me(client, token), 200))
+    user = assert_user(expect(await get_me(client, token), 200))
     assert user["email"] == ADMIN_EMAIL
     assert user["rol"] == "administrador"
 
@@ -63,7 +76,7 @@ async def test_login_with_json_returns_a_bearer_token(client: Any) -> None:
 async def test_login_with_the_oauth2_password_form(client: Any) -> None:
     form = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "grant_type": "password"}
     token = assert_token_body(expect(await client.post("/login", data=form), 200))
-    assert expect(await me(client, token), 200)["email"] == ADMIN_EMAIL
+    assert expect(await get_me(client, token), 200)["email"] == ADMIN_EMAIL
     # grant_type is optional, as in most OAuth2 password clients
     form = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
     assert_token_body(expect(await client.post("/login", data=form), 200))
@@ -179,24 +192,14 @@ async def test_requests_without_a_good_token_are_401(client: Any, admin: Account
         assert_error(await client.get("/users/me", headers=headers), 401)
 
 
-def version_of(token: str) -> int:
-    """The token version a real token carries (accounts start at a random version)."""
-    return int(jwt.decode(token, options={"verify_signature": False})["extras"]["ver"])
-
-
-def session_of(token: str) -> int:
-    """The sign-in session a real token belongs to."""
-    return int(jwt.decode(token, options={"verify_signature": False})["extras"]["sid"])
-
-
 async def test_forged_token_shapes(client: Any, admin: Account, settings: Settings) -> None:
     ver = version_of(admin.token)
 
     def forged(settings: Settings, user_id: int, **claims: Any) -> str:  # in the admin's real session
-        return forge(settings, user_id, **{"sid": session_of(admin.token), **claims})
+        return forge_flat(settings, user_id, **{"sid": session_of(admin.token), **claims})
 
     # a well-formed token signed with the real key works: the checks below are about the claims
-    assert expect(await me(client, forged(settings, admin.id, ver=ver)), 200)["id"] == admin.id
+    assert expect(await get_me(client, forged(settings, admin.id, ver=ver)), 200)["id"] == admin.id
     past = datetime.now(UTC) - timedelta(minutes=10)
     bad_tokens = {
         "no session": forged(settings, admin.id, ver=ver, sid=None),
@@ -212,7 +215,7 @@ async def test_forged_token_shapes(client: Any, admin: Account, settings: Settin
         "no token version": forged(settings, admin.id, ver=None),
     }
     for reason, token in bad_tokens.items():
-        response = await me(client, token)
+        response = await get_me(client, token)
         assert response.status_code == 401, f"{reason}: {response.status_code} {response.text}"
         assert_error(response, 401)
 
@@ -220,13 +223,13 @@ async def test_forged_token_shapes(client: Any, admin: Account, settings: Settin
 async def test_logout_revokes_the_presented_token_only(client: Any, cliente: Account) -> None:
     other_token = await login(client, cliente.email, cliente.password)
     assert expect(await client.post("/logout", headers=cliente.headers), 204) is None
-    assert_error(await me(client, cliente.token), 401)
+    assert_error(await get_me(client, cliente.token), 401)
     assert_error(await client.get("/vms", headers=cliente.headers), 401)
     assert_error(await client.post("/logout", headers=cliente.headers), 401)
     # a second session of the same account still works, and so does signing in again
-    assert expect(await me(client, other_token), 200)["id"] == cliente.id
+    assert expect(await get_me(client, other_token), 200)["id"] == cliente.id
     fresh = await login(client, cliente.email, cliente.password)
-    assert expect(await me(client, fresh), 200)["id"] == cliente.id
+    assert expect(await get_me(client, fresh), 200)["id"] == cliente.id
 
 
 async def test_logout_needs_a_token(client: Any) -> None:
@@ -238,4 +241,4 @@ async def test_tokens_survive_a_restart_with_the_same_settings(tmp_path: Any) ->
     async with AsyncTestClient(app=create_app(settings)) as client:
         token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     async with AsyncTestClient(app=create_app(settings)) as client:
-        assert expect(await me(client, token), 200)["email"] == ADMIN_EMAIL
+        assert expect(await get_me(client, token), 200)["email"] == ADMIN_EMAIL

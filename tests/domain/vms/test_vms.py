@@ -8,23 +8,21 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from tests.conftest import (
+from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     VM_BODY,
     Account,
     LiveServer,
-    bearer,
-    create_vm,
-    login,
-    make_settings,
-)
-from tests.domain.helpers import (
     array_parameter,
     assert_error,
     assert_utc,
     assert_vm,
+    bearer,
+    create_vm,
     expect,
+    login,
+    make_settings,
     total_count,
 )
 

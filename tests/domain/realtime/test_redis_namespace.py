@@ -15,17 +15,21 @@ import pytest
 import redis.asyncio
 
 from app import create_app
-from tests.conftest import (
+from tests.helpers import (
     REDIS_URL,
     LiveServer,
     PrivateRedis,
+    admin_account,
+    assert_silent,
     create_account,
     create_vm,
     make_settings,
+    receive_event,
     require,
     run_server,
+    settings_of,
+    ws_connect,
 )
-from tests.realtime import admin_account, assert_silent, receive_event, settings_of, ws_connect
 
 pytestmark = pytest.mark.redis
 

@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VM_BODY, LiveServer, create_account, create_vm, decode, login
-from tests.realtime import (
+from tests.helpers import (
+    VM_BODY,
+    LiveServer,
     admin_account,
     assert_silent,
+    create_account,
+    create_vm,
+    decode,
     expect_refused,
     forge_token,
+    login,
     receive_event,
     receive_events,
     wait_closed_with,
@@ -40,6 +45,16 @@ def assert_increasing(events: list[dict[str, Any]]) -> None:
     assert all(a < b for a, b in itertools.pairwise(seqs)), seqs
 
 
+def assert_lifecycle(
+    events: list[dict[str, Any]], key: str, created: dict[str, Any], updated: dict[str, Any], actor_id: int
+) -> None:
+    """Created, updated, deleted (carrying the last state), in increasing ``seq`` order."""
+    assert_envelope(events[0], f"{key}_created", key, created, actor_id)
+    assert_envelope(events[1], f"{key}_updated", key, updated, actor_id)
+    assert_envelope(events[2], f"{key}_deleted", key, updated, actor_id)
+    assert_increasing(events)
+
+
 # ---------------------------------------------------------------- what is published
 
 
@@ -61,10 +76,7 @@ async def test_vm_changes_reach_every_signed_in_user(live_server: LiveServer) ->
 
         for socket in (admin_socket, cliente_socket):
             events = await receive_events(socket, 3)
-            assert_envelope(events[0], "vm_created", "vm", created, admin.id)
-            assert_envelope(events[1], "vm_updated", "vm", updated, admin.id)
-            assert_envelope(events[2], "vm_deleted", "vm", updated, admin.id)
-            assert_increasing(events)
+            assert_lifecycle(events, "vm", created, updated, admin.id)
             await assert_silent(socket)
 
 
@@ -91,10 +103,7 @@ async def test_user_changes_reach_admins_without_secrets(live_server: LiveServer
             assert "password" not in frame
             assert "$2b$" not in frame  # no bcrypt hash under any key
         events = [decode(frame) for frame in raw]
-        assert_envelope(events[0], "user_created", "user", created, admin.id)
-        assert_envelope(events[1], "user_updated", "user", updated, admin.id)
-        assert_envelope(events[2], "user_deleted", "user", updated, admin.id)
-        assert_increasing(events)
+        assert_lifecycle(events, "user", created, updated, admin.id)
         await assert_silent(socket)
 
 
@@ -270,24 +279,21 @@ async def test_deleting_the_user_closes_its_sockets(live_server: LiveServer) -> 
         assert (await receive_event(bystander))["vm"] == vm
 
 
-async def test_changing_the_password_closes_the_users_sockets(live_server: LiveServer) -> None:
+@pytest.mark.parametrize(
+    ("rol", "path", "change"),
+    [
+        pytest.param("cliente", "/ws/vms", {"password": "another-password-9"}, id="password-change"),
+        pytest.param("administrador", "/ws/users", {"rol": "cliente"}, id="admin-demoted"),
+    ],
+)
+async def test_a_change_to_the_user_closes_its_sockets(
+    live_server: LiveServer, rol: str, path: str, change: dict[str, str]
+) -> None:
+    """Changing the password closes the user's sockets; demoting an admin closes its user events socket."""
     admin = await admin_account(live_server)
-    cliente = await create_account(live_server.http, admin)
-    async with ws_connect(live_server, "/ws/vms", cliente.token) as socket:
-        response = await live_server.http.patch(
-            f"/users/{cliente.id}", json={"password": "another-password-9"}, headers=admin.headers
-        )
-        assert response.status_code == 200, response.text
-        await wait_closed_with(socket, [1008])
-
-
-async def test_demoting_an_admin_closes_its_user_events_socket(live_server: LiveServer) -> None:
-    admin = await admin_account(live_server)
-    other = await create_account(live_server.http, admin, rol="administrador")
-    async with ws_connect(live_server, "/ws/users", other.token) as socket:
-        response = await live_server.http.patch(
-            f"/users/{other.id}", json={"rol": "cliente"}, headers=admin.headers
-        )
+    user = await create_account(live_server.http, admin, rol=rol)
+    async with ws_connect(live_server, path, user.token) as socket:
+        response = await live_server.http.patch(f"/users/{user.id}", json=change, headers=admin.headers)
         assert response.status_code == 200, response.text
         await wait_closed_with(socket, [1008])
 

@@ -1,0 +1,1 @@
+"""Tests of app/db: the engine, the migrations runner, transactions."""

@@ -1,0 +1,1 @@
+"""Tests of app/domain/auth: sign-in, tokens, logout and revocation."""

@@ -1,0 +1,1 @@
+"""Tests of app/domain/users: the user API."""

@@ -1,0 +1,1 @@
+"""Tests of app/domain/vms: the VM API."""

@@ -1,0 +1,1 @@
+"""Tests of app/http: request validation, errors, pagination, conditional requests, OpenAPI, headers."""
