@@ -50,7 +50,6 @@ from tests.helpers.environment import (
     require,
     scratch_postgres_database,
     truncate_postgres,
-    xfail_on,
 )
 from tests.helpers.servers import (
     LiveServer,
@@ -157,5 +156,4 @@ __all__ = [
     "wait_closed_with",
     "ws_connect",
     "ws_events",
-    "xfail_on",
 ]

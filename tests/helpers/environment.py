@@ -90,16 +90,6 @@ async def truncate_postgres(url: str) -> None:
         await connection.close()
 
 
-def xfail_on(request: pytest.FixtureRequest, engine: str, reason: str) -> None:
-    """Mark the running test strict-xfail when it runs on ``engine`` (``sqlite`` or ``postgres``) only.
-
-    For findings one database engine shows and the other does not; call it before the attack.
-    """
-    running = "sqlite" if request.getfixturevalue("database_url") == "sqlite" else "postgres"
-    if running == engine:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-
-
 # ---------------------------------------------------------------- settings
 
 
