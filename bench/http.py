@@ -51,8 +51,8 @@ class Server:
 
 
 def free_port() -> int:
-    # The benchmarks' own copy of tests.conftest.free_port: bench is a tool run with `python -m bench`,
-    # and importing tests.conftest would load pytest, the fixtures and the app into the load generator.
+    # The benchmarks' own copy of tests.helpers.free_port: bench is a tool run with `python -m bench`,
+    # and importing tests.helpers would load pytest, the fixtures and the app into the load generator.
     import socket
 
     with socket.socket() as sock:
