@@ -1,6 +1,6 @@
 """The engine, the one session configuration, and migrations.
 
-SQLite (the embedded default) gets WAL, a busy timeout and foreign keys on every connection, and a cheaper
+SQLite (the embedded default) is tuned on every connection (:mod:`app.db.sqlite_tuning`) and gets a cheaper
 path through aiosqlite (:mod:`app.db.sqlite_fastpath`). Every session, inside a request or not (the CLI,
 token checks, WebSocket re-checks), comes from the Advanced Alchemy config built here, so all of them run
 with the same settings (no autoflush, objects usable after commit).
@@ -11,51 +11,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.config import PROJECT_ROOT, Settings
-from app.db import sqlite_fastpath
+from app.db import sqlite_fastpath, sqlite_tuning
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = PROJECT_ROOT / "app" / "migrations"
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 """A session outside a request: ``alchemy.get_session`` of the config below (the one configuration)."""
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _skip_idle_rollbacks(engine: AsyncEngine) -> None:
-    """Skip the ROLLBACK that ends a read-only session on SQLite.
-
-    Python's sqlite3 opens a transaction only before a write, so after a read there is nothing to roll back,
-    yet SQLAlchemy still calls ``rollback()``, and aiosqlite turns every call into a round trip to its
-    thread (measured: one of the five hand-offs of ``GET /vms/{id}``). ``in_transaction`` is a flag read
-    that is safe from any thread.
-    """
-    dialect = engine.sync_engine.dialect
-    do_rollback = dialect.do_rollback
-
-    def rollback_if_needed(dbapi_connection: Any) -> None:
-        raw = getattr(getattr(dbapi_connection, "_connection", None), "_conn", None)
-        if raw is None or raw.in_transaction:
-            do_rollback(dbapi_connection)
-
-    dialect.do_rollback = rollback_if_needed  # type: ignore[method-assign]
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -68,13 +36,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             hide_parameters=True,  # a failed statement's log line must not carry a password hash
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"timeout": sqlite_tuning.BUSY_TIMEOUT_MS / 1000},
             # Sessions always end their transaction before returning a connection, so the pool's own
             # reset is a second ROLLBACK, and on aiosqlite every statement is a round trip to a thread.
             pool_reset_on_return=None,
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        _skip_idle_rollbacks(engine)
+        sqlite_tuning.install(engine)
         sqlite_fastpath.install(engine)
         return engine
     return create_async_engine(
