@@ -20,6 +20,7 @@ from app.cli import UsersCLIPlugin
 from app.config import ConfigError, Settings, check_deployment, get_settings, requested_workers
 from app.db.engine import run_migrations
 from app.domain.auth.controller import AuthController
+from app.domain.changes.controller import ChangeController
 from app.domain.realtime.connections import ConnectionRegistry
 from app.domain.realtime.controller import user_events, vm_events
 from app.domain.users.controller import UserController
@@ -33,6 +34,7 @@ from app.http.openapi import (
     WriteBodySchemaPlugin,
     create_openapi_config,
 )
+from app.http.request_id import with_request_id
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
@@ -72,12 +74,14 @@ def _build_app(settings: Settings) -> Litestar:
 
     async def on_startup(app: Litestar) -> None:
         await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)
+        await wiring.start_serving()  # first: the start-up administrador's creation is published
         await ensure_configured_admin(wiring)
         await connections.start()
         tune_for_serving()  # last: everything built so far lives as long as the app
 
     async def on_shutdown(app: Litestar) -> None:
         restore_after_serving()
+        await wiring.stop_serving()
         await connections.stop()
         await wiring.close()
 
@@ -100,6 +104,7 @@ def _build_app(settings: Settings) -> Litestar:
             AuthController,
             UserController,
             VMController,
+            ChangeController,
             vm_events,
             user_events,
             health,
@@ -133,7 +138,7 @@ def _build_app(settings: Settings) -> Litestar:
         on_shutdown=[on_shutdown],
         debug=settings.debug,
     )
-    app.asgi_handler = accept_before_close(app.asgi_handler)
+    app.asgi_handler = with_request_id(accept_before_close(app.asgi_handler))
     return app
 
 

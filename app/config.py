@@ -55,6 +55,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ws_backlog: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     vm_cache_entries: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 20_000
+    # The change log keeps entries this many days, and at most this many entries (0: no cap).
+    change_log_retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] = 90
+    change_log_max_entries: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 0
+    # Seconds between two background prunings of the change log.
+    change_log_prune_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     docs_cdn: bool = False
     log_level: str = "INFO"
     debug: bool = False

@@ -9,6 +9,7 @@ event publisher subscribe to it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -24,13 +25,18 @@ from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventPublisher
+from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventFanout, session_frame
 from app.channels.subscribers import CutOffSubscriber
 from app.config import Settings, jwt_secret
+from app.context import writes_from
 from app.db.engine import create_alchemy_config, create_engine, run_migrations
 from app.db.transactions import Change, ChangeSubscriber, WriteGate
 from app.domain.auth.models import SESSION_ENTITY
 from app.domain.auth.principals import PrincipalCache, Principals, SessionCache
+from app.domain.changes.feed import ChangeFeed
+from app.domain.changes.models import LOGGED_ENTITIES
+from app.domain.changes.recorder import record_changes
+from app.domain.changes.retention import Retention
 from app.domain.users.models import USER_ENTITY
 from app.domain.users.services import UserService
 from app.domain.vms.models import VM_ENTITY
@@ -51,7 +57,9 @@ class Wiring:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)
         self.alchemy: SQLAlchemyAsyncConfig = create_alchemy_config(settings, self.engine)
-        self.channels, self.channels_ping = create_channels(settings)
+        # Listeners are served by this process's fan-out; other processes are reached through the bus.
+        self.channels = create_fanout(settings)
+        self.bus, self.channels_ping = create_bus(settings)
         # The caches are exact only while this process makes every write: off when workers share Redis.
         single_process = not settings.redis_url
         self.principals = Principals(
@@ -75,10 +83,19 @@ class Wiring:
         self.hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
         self.login_failures = create_login_failures(settings)
         self.client_address = ClientAddress(settings.trusted_proxies)
-        self.events = EventPublisher(self.channels, {VM_ENTITY: VMS_CHANNEL, USER_ENTITY: USERS_CHANNEL})
+        self.events = EventFanout(self.channels, {VM_ENTITY: VMS_CHANNEL, USER_ENTITY: USERS_CHANNEL})
+        self.feed = ChangeFeed(self.alchemy.get_session, self.events)
         self.write_gate = WriteGate(serialize_transactions=settings.is_sqlite)
+        self.retention = Retention(
+            self.alchemy.get_session,
+            self.write_gate,
+            days=settings.change_log_retention_days,
+            max_entries=settings.change_log_max_entries,
+            every_seconds=settings.change_log_prune_seconds,
+        )
         # The change seam: each concern subscribes once, for every write of every domain.
         self.write_gate.subscribe(
+            before_commit=record_changes,
             after_attempt=invalidate_copies(
                 {
                     VM_ENTITY: self.vm_reads.invalidate,
@@ -86,7 +103,7 @@ class Wiring:
                     SESSION_ENTITY: self.principals.sessions.invalidate,
                 }
             ),
-            after_commit=publish_events(self.events),
+            after_commit=publish_changes(self.feed, self.events, self.bus),
         )
 
     def collaborators(self) -> tuple[object, ...]:
@@ -99,8 +116,26 @@ class Wiring:
             self.login_failures,
             self.client_address,
             self.vm_reads,
-            self.events,
+            self.feed,
         )
+
+    async def start_serving(self) -> None:
+        """What only a serving process runs: the bus, the feed of live events, and pruning."""
+        if self.bus is not None:
+            await self.bus.__aenter__()
+            changes = await self.bus.subscribe([BUS_CHANGES])
+            revocations = await self.bus.subscribe([REVOCATIONS_CHANNEL])
+            if isinstance(changes, CutOffSubscriber) and isinstance(revocations, CutOffSubscriber):
+                changes.handle_inline(lambda _: self.feed.wake())
+                revocations.handle_inline(lambda frame: self.channels.publish(frame, [REVOCATIONS_CHANNEL]))
+        await self.feed.start()
+        self.retention.start()
+
+    async def stop_serving(self) -> None:
+        await self.retention.stop()
+        await self.feed.stop()
+        if self.bus is not None:
+            await self.bus.__aexit__(None, None, None)
 
     async def close(self) -> None:
         self.hasher.close()
@@ -123,41 +158,55 @@ def invalidate_copies(caches: Mapping[str, Callable[[int], None]]) -> ChangeSubs
     return invalidate
 
 
-def publish_events(events: EventPublisher) -> ChangeSubscriber:
-    """After commit: the change events, and an ended session's id so every worker closes its sockets."""
+def publish_changes(feed: ChangeFeed, events: EventFanout, bus: ChannelsPlugin | None) -> ChangeSubscriber:
+    """After commit: this process's listeners get the logged changes at once; other processes are told
+    there is more to read (the bus says only that: events come from the log); an ended session's id goes
+    to every worker so each closes its sockets."""
 
     def publish(changes: Sequence[Change]) -> None:
-        events.publish(changes)
+        feed.committed(changes)
         for change in changes:
-            if change.entity == SESSION_ENTITY and change.action == "updated":
+            if change.entity in LOGGED_ENTITIES and bus is not None:
+                bus.publish(b"{}", BUS_CHANGES)
+            elif change.entity == SESSION_ENTITY and change.action == "updated":
                 events.session_ended(change.entity_id)
+                if bus is not None:
+                    bus.publish(session_frame(change.entity_id), REVOCATIONS_CHANNEL)
 
     return publish
 
 
-def create_channels(settings: Settings) -> tuple[ChannelsPlugin, ChannelsPing | None]:
-    """The channels plugin, and how /health pings its backend's server (None for the in-memory one)."""
-    backend: Any
-    ping: ChannelsPing | None = None
-    if settings.redis_url:
-        # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
-        from redis.asyncio import Redis
+BUS_CHANGES = "changes"
+"""The bus channel that says "the change log has more": each process then reads it from its last seq."""
 
-        from app.channels.redis import NamespacedRedisPubSubBackend
 
-        redis = Redis.from_url(settings.redis_url)
-        backend = NamespacedRedisPubSubBackend(redis=redis, namespace=settings.redis_namespace)
-        ping = redis.ping
-    else:
-        backend = MemoryChannelsBackend()
-    plugin = ChannelsPlugin(
-        backend=backend,
+def create_fanout(settings: Settings) -> ChannelsPlugin:
+    """This process's fan-out to its WebSocket listeners: in memory, bounded per listener."""
+    return ChannelsPlugin(
+        backend=MemoryChannelsBackend(),
         channels=[VMS_CHANNEL, USERS_CHANNEL, REVOCATIONS_CHANNEL],
         subscriber_class=CutOffSubscriber,
         subscriber_max_backlog=settings.ws_backlog,
         subscriber_backlog_strategy="backoff",
     )
-    return plugin, ping
+
+
+def create_bus(settings: Settings) -> tuple[ChannelsPlugin | None, ChannelsPing | None]:
+    """Between processes, through Redis when configured (None otherwise), and how /health pings it."""
+    if not settings.redis_url:
+        return None, None
+    # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
+    from redis.asyncio import Redis
+
+    from app.channels.redis import NamespacedRedisPubSubBackend
+
+    redis = Redis.from_url(settings.redis_url)
+    bus = ChannelsPlugin(
+        backend=NamespacedRedisPubSubBackend(redis=redis, namespace=settings.redis_namespace),
+        channels=[BUS_CHANGES, REVOCATIONS_CHANNEL],
+        subscriber_class=CutOffSubscriber,
+    )
+    return bus, redis.ping
 
 
 def _redis_client(url: str) -> Any:
@@ -211,9 +260,10 @@ async def ensure_configured_admin(wiring: Wiring) -> None:
         return
     async with wiring.alchemy.get_session() as session:
         try:
-            user = await user_service(wiring, session).ensure_admin(
-                email=settings.admin_email, password=settings.admin_password, name=settings.admin_name
-            )
+            with writes_from("startup"):
+                user = await user_service(wiring, session).ensure_admin(
+                    email=settings.admin_email, password=settings.admin_password, name=settings.admin_name
+                )
         except HTTPException as exc:  # another worker created it first, or the email is taken
             log.warning("configured administrador not created", reason=exc.detail)
             return
@@ -227,7 +277,10 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
     wiring = Wiring(settings, exclude_from_auth=[])
     try:
         await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)
-        async with wiring.channels:
-            yield wiring
+        async with contextlib.AsyncExitStack() as stack:
+            if wiring.bus is not None:  # tells running servers about the CLI's changes at once
+                await stack.enter_async_context(wiring.bus)
+            with writes_from("cli"):
+                yield wiring
     finally:
         await wiring.close()

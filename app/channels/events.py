@@ -1,62 +1,63 @@
-"""Change events: their wire shape, and the one place that publishes them.
+"""Change events: their wire shape, and the in-process fan-out that hands them to every listener.
 
-The composition root subscribes :meth:`EventPublisher.publish` to the write path (app/db/transactions.py),
-which calls it only once a transaction has committed, in commit order, so a rolled-back write publishes
-nothing. Delivery to sockets is Litestar's ``ChannelsPlugin`` (in-memory, or Redis across workers).
+Events are built from change-log entries (app/domain/changes/feed.py), so an event exists if and only if
+its change committed, and they leave in ``seq`` order. The fan-out is Litestar's ``ChannelsPlugin`` on its
+in-memory backend: every process fans out the whole log to its own sockets, whichever process wrote it.
 
 An event is ``{"event": "<entity>_<action>", "<entity>": <public representation>, "seq", "at",
-"actor_id", "origin"}``: ``vm_created`` with ``"vm": {...}``, ``user_deleted`` with ``"user": {...}``.
+"actor_id", "origin"}``: ``vm_created`` with ``"vm": {...}``, ``user_deleted`` with ``"user": {...}``;
+``seq`` is the change's place in the log, ``origin`` names the process that delivered it.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 import msgspec
 from litestar.channels import ChannelsPlugin
 
-from app.db.transactions import Change
-
 VMS_CHANNEL = "vms"
 USERS_CHANNEL = "users"
-# Internal: ids of sign-in sessions ended by /logout, so every worker closes the sockets opened in them.
+# Internal: ids of ended sign-in sessions, so every worker closes the sockets opened in them.
 REVOCATIONS_CHANNEL = "revocations"
 
 _encoder = msgspec.json.Encoder()
 
 
-class EventPublisher:
-    """Builds events from committed changes and hands them to the channels plugin.
-
-    ``routes`` maps each published entity to its channel; changes to other entities publish nothing.
-    ``seq`` increases by one per event published by this process; ``origin`` names the process, so with
-    several workers a listener can tell the sources apart (events from one origin arrive in its order).
-    """
+class EventFanout:
+    """Builds event frames and publishes them to this process's listeners of their entity's channel."""
 
     def __init__(self, channels: ChannelsPlugin, routes: Mapping[str, str]) -> None:
         self._channels = channels
         self._routes = dict(routes)
-        self._seq = itertools.count(1)
         self.origin = f"{os.uname().nodename}:{os.getpid()}"
 
-    def publish(self, changes: Sequence[Change]) -> None:
-        for change in changes:
-            channel = self._routes.get(change.entity)
-            if channel is None:
-                continue
-            # The sequence number is taken at publish time (after commit), so it follows commit order.
-            message = {
-                "event": f"{change.entity}_{change.action}",
-                change.entity: change.current,
-                "seq": next(self._seq),
-                "at": datetime.now(UTC),
-                "actor_id": change.actor_id,
+    def frame(
+        self, *, seq: int, at: datetime, entity: str, action: str, actor_id: int | None, representation: Any
+    ) -> bytes:
+        """One event as sent. ``representation`` is a struct, or ``msgspec.Raw`` JSON from the log."""
+        return _encoder.encode(
+            {
+                "event": f"{entity}_{action}",
+                entity: representation,
+                "seq": seq,
+                "at": at,
+                "actor_id": actor_id,
                 "origin": self.origin,
             }
-            self._channels.publish(_encoder.encode(message), channels=[channel])
+        )
+
+    def publish(self, entity: str, frame: bytes) -> None:
+        channel = self._routes.get(entity)
+        if channel is not None:
+            self._channels.publish(frame, channels=[channel])
 
     def session_ended(self, session_id: int) -> None:
-        self._channels.publish(_encoder.encode({"sid": session_id}), channels=[REVOCATIONS_CHANNEL])
+        self._channels.publish(session_frame(session_id), channels=[REVOCATIONS_CHANNEL])
+
+
+def session_frame(session_id: int) -> bytes:
+    return _encoder.encode({"sid": session_id})

@@ -43,18 +43,25 @@ async def read_page(
     model: type[Any],
     struct: type[S],
     filters: Sequence[StatementFilter],
-) -> tuple[list[S], int]:
+    *,
+    also: ColumnElement[Any] | None = None,
+) -> tuple[list[S], int, Any]:
     """The rows of ``model`` matching ``filters`` (Advanced Alchemy filters, pagination included) as
-    ``struct``s, and how many match ignoring pagination (no page query when none do)."""
+    ``struct``s, how many match ignoring pagination (no page query when none do), and the value of ``also``
+    read in the counting statement, so before the page (the list's change-log position, for one)."""
     statement = select(*columns_of(model, struct))
     for statement_filter in filters:
         statement = statement_filter.append_to_statement(statement, model)
-    count = statement.with_only_columns(func.count(), maintain_column_froms=True)
+    count: Select[Any] = statement.with_only_columns(func.count(), maintain_column_froms=True)
+    if also is not None:
+        count = count.add_columns(also)
     connection = await session.connection()
-    total: int = (await connection.execute(count.order_by(None).limit(None).offset(None))).scalar_one()
+    counted = (await connection.execute(count.order_by(None).limit(None).offset(None))).one()
+    total: int = counted[0]
+    extra = counted[1] if also is not None else None
     if not total:
-        return [], total
-    return await read_structs(connection, statement, struct), total
+        return [], total, extra
+    return await read_structs(connection, statement, struct), total, extra
 
 
 async def read_structs(connection: AsyncConnection, statement: Select[Any], struct: type[S]) -> list[S]:

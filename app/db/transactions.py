@@ -22,9 +22,10 @@ within a process while transactions run concurrently (row locks do the rest).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import KW_ONLY, dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 Action = Literal["created", "updated", "deleted"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
     """One change a write made: to which entity, what, and who asked (``actor_id``; None for the system).
 
@@ -48,6 +49,9 @@ class Change:
     before: Any = None
     after: Any = None
     actor_id: int | None = None
+    # Set by the change log as it records the change, inside the transaction (None if not logged).
+    seq: int | None = None
+    at: datetime | None = None
 
     @property
     def current(self) -> Any:
@@ -56,6 +60,9 @@ class Change:
 
 
 ChangeSubscriber = Callable[[Sequence[Change]], None]
+ChangeRecorder = Callable[
+    [AsyncSession | async_scoped_session[AsyncSession], Sequence[Change]], Awaitable[None]
+]
 
 
 class Transaction:
@@ -76,14 +83,25 @@ class WriteGate:
     def __init__(self, *, serialize_transactions: bool) -> None:
         self.serialize_transactions = serialize_transactions
         self._lock = asyncio.Lock()
+        self._before_commit: list[ChangeRecorder] = []
         self._after_attempt: list[ChangeSubscriber] = []
         self._after_commit: list[ChangeSubscriber] = []
 
     def subscribe(
-        self, *, after_attempt: ChangeSubscriber | None = None, after_commit: ChangeSubscriber | None = None
+        self,
+        *,
+        before_commit: ChangeRecorder | None = None,
+        after_attempt: ChangeSubscriber | None = None,
+        after_commit: ChangeSubscriber | None = None,
     ) -> None:
-        """Called by the composition root, once per concern. Subscribers run synchronously, in order, and
-        must not raise: the write has already happened when they run."""
+        """Called by the composition root, once per concern.
+
+        ``before_commit`` runs inside the transaction, as its last statements, under the gate's lock (the
+        change log writes its rows there, so a change and its record commit together or not at all); if it
+        raises, the transaction rolls back. The others run synchronously, in order, and must not raise: the
+        write has already happened when they run."""
+        if before_commit is not None:
+            self._before_commit.append(before_commit)
         if after_attempt is not None:
             self._after_attempt.append(after_attempt)
         if after_commit is not None:
@@ -119,6 +137,13 @@ class WriteGate:
     async def _commit(
         self, session: AsyncSession | async_scoped_session[AsyncSession], changes: list[Change]
     ) -> None:
+        if changes and self._before_commit:
+            try:
+                for record in self._before_commit:
+                    await record(session, changes)
+            except BaseException:
+                await session.rollback()
+                raise
         try:
             await session.commit()
         except BaseException:

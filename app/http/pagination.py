@@ -20,10 +20,18 @@ T = TypeVar("T")
 MAX_PAGE_SIZE = 1000
 MAX_OFFSET = 2**31 - 1
 TOTAL_COUNT_HEADER = "X-Total-Count"
+CHANGE_SEQ_HEADER = "X-Change-Seq"
 
 total_count_header = ResponseHeader(
     name=TOTAL_COUNT_HEADER,
     description="Number of items matching the filters, ignoring limit and offset.",
+    documentation_only=True,
+    required=True,
+)
+
+change_seq_header = ResponseHeader(
+    name=CHANGE_SEQ_HEADER,
+    description="Seq of the last change this list reflects: subscribe with ?since=<it> to miss nothing.",
     documentation_only=True,
     required=True,
 )
@@ -53,21 +61,31 @@ def order_filters(sort: str, order: SortOrder) -> list[StatementFilter]:
     return filters
 
 
-def list_route(*, summary: str, guards: list[Guard], responses: dict[int, Any]) -> HTTPRouteHandler:
+def list_route(
+    *,
+    summary: str,
+    guards: list[Guard],
+    responses: dict[int, Any],
+    path: str | None = None,
+    change_seq: bool = False,
+) -> HTTPRouteHandler:
     """The ``GET`` of a collection: with and without the trailing slash (no redirect), a ``page``
     dependency (``limit``, ``offset``) and ``X-Total-Count``; answer with :func:`page_response`."""
     return get(
-        ["/", ""],
+        ["/", ""] if path is None else [path, path + "/"],
         guards=guards,
         summary=summary,
         dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},
-        response_headers=[total_count_header],
+        response_headers=[total_count_header, change_seq_header] if change_seq else [total_count_header],
         responses=responses,
     )
 
 
-def page_response(items: list[T], total: int) -> Response[list[T]]:
-    return Response(content=items, headers={TOTAL_COUNT_HEADER: str(total)})
+def page_response(items: list[T], total: int, change_seq: int | None = None) -> Response[list[T]]:
+    headers = {TOTAL_COUNT_HEADER: str(total)}
+    if change_seq is not None:
+        headers[CHANGE_SEQ_HEADER] = str(change_seq)
+    return Response(content=items, headers=headers)
 
 
 def any_of(field: str, values: Sequence[object] | None) -> list[StatementFilter]:

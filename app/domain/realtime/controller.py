@@ -19,10 +19,11 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar import WebSocket, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
-from litestar.exceptions import WebSocketDisconnect
+from litestar.exceptions import WebSocketDisconnect, WebSocketException
 from litestar.security.jwt import Token
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
 from litestar.types.asgi_types import WebSocketSendEvent
@@ -30,11 +31,20 @@ from litestar.types.asgi_types import WebSocketSendEvent
 from app.channels.events import USERS_CHANNEL, VMS_CHANNEL
 from app.channels.subscribers import CutOffSubscriber
 from app.domain.auth.guards import requires_admin, requires_user
+from app.domain.changes.feed import ChangeFeed
 from app.domain.realtime.connections import ConnectionRegistry
+from app.domain.users.models import USER_ENTITY
+from app.domain.vms.models import VM_ENTITY
+from app.state import collaborator
 
 WS_1013_TRY_AGAIN_LATER = 1013
 CLOSE_TIMEOUT = 10.0
 """Seconds to wait for a close frame to be written; a client that never reads never frees room for it."""
+
+WS_4400_BAD_REQUEST = 4400
+WS_4410_RESYNC = 4410
+ENTITY_OF_CHANNEL = {VMS_CHANNEL: VM_ENTITY, USERS_CHANNEL: USER_ENTITY}
+MAX_SEQ = 2**63 - 1
 
 Ending = tuple[int, str] | None
 """How a connection ends: a close code and reason, or None when the client has already gone."""
@@ -53,6 +63,49 @@ class _Outcome:
             self.future.set_result(ending)
 
 
+class _SeqOnly(msgspec.Struct):
+    seq: int = 0
+
+
+_decode_seq = msgspec.json.Decoder(_SeqOnly).decode
+
+
+def _seq_of(payload: bytes) -> int:
+    return _decode_seq(payload).seq
+
+
+def _since_of(socket: WebSocket[Any, Token, Any]) -> int | None:
+    """``?since=<seq>``: None without it; refused (4400) unless a non-negative integer."""
+    raw = socket.query_params.get("since")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 19 or int(raw) > MAX_SEQ:
+        raise WebSocketException(detail="since must be a non-negative integer", code=WS_4400_BAD_REQUEST)
+    return int(raw)
+
+
+async def _check_since(feed: ChangeFeed, since: int, head: int) -> int:
+    """The seq to replay up to; refuses a ``since`` ahead of the log (4400) or older than it keeps (4410)."""
+    if since > head:
+        await feed.catch_up()  # the client may have seen a seq from another worker this one has not read yet
+        head = feed.last_seq
+        if since > head:
+            raise WebSocketException(
+                detail=f"since is ahead of the log (last seq {head})", code=WS_4400_BAD_REQUEST
+            )
+    _, pruned_through = await feed.window()
+    if since < pruned_through:
+        raise WebSocketException(detail="resync", code=WS_4410_RESYNC)
+    return head
+
+
+async def forward_replayed(socket: WebSocket[Any, Token, Any], frame: bytes, outcome: _Outcome) -> None:
+    try:
+        await socket.send(WebSocketSendEvent(type="websocket.send", text=frame.decode(), bytes=None))
+    except Exception:  # the peer vanished mid-send
+        outcome.end()
+
+
 async def _stream(
     socket: WebSocket[Any, Token, Any],
     channels: NamedDependency[ChannelsPlugin],
@@ -61,8 +114,12 @@ async def _stream(
     admin_only: bool,
 ) -> None:
     registry: ConnectionRegistry = socket.app.state.ws_connections
+    since = _since_of(socket)
     outcome = _Outcome()
     subscriber = await channels.subscribe([channel])
+    # Subscribed first: every event delivered from now on is queued, so a replay up to ``head`` leaves no gap.
+    feed = collaborator(socket.app.state, ChangeFeed)
+    head = feed.last_seq
     registration = registry.add(
         socket,
         admin_only=admin_only,
@@ -75,10 +132,18 @@ async def _stream(
         max(seconds_left, 0), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
     )
 
+    replayed_through = head if since is not None else 0
+
     async def forward(payload: bytes) -> None:
+        nonlocal replayed_through
         # Checked inline first: this runs once per event per listener, and is nearly always a no-op.
         if (registration.recheck is not None or registration.revoked) and not await registration.may_send():
             return
+        if replayed_through:
+            # Queued while the replay ran: already sent if it is at or below what the replay covered.
+            if _seq_of(payload) <= replayed_through:
+                return
+            replayed_through = 0
         try:
             await socket.send(WebSocketSendEvent(type="websocket.send", text=payload.decode(), bytes=None))
         except Exception:  # the peer vanished mid-send
@@ -96,8 +161,17 @@ async def _stream(
 
     reader: asyncio.Task[None] | None = None
     try:
+        if since is not None:
+            head = await _check_since(feed, since, head)
+            replayed_through = head
         await socket.accept()
         reader = asyncio.create_task(read_until_closed())
+        if since is not None:
+            async for batch in feed.replay(ENTITY_OF_CHANNEL[channel], since, head):
+                for _, frame in batch:
+                    await forward_replayed(socket, frame, outcome)
+                if outcome.future.done():
+                    break
         async with subscriber.run_in_background(forward, join=False):
             ending = await outcome.future
     finally:

@@ -55,7 +55,10 @@ class UserController(Controller):
     dependencies = {"users": Provide(provide_user_service)}  # noqa: RUF012
 
     @list_route(
-        summary="List users (administrador)", guards=[requires_admin], responses=responses_for(401, 403)
+        summary="List users (administrador)",
+        guards=[requires_admin],
+        responses=responses_for(401, 403),
+        change_seq=True,
     )
     async def list_users(
         self,
@@ -79,8 +82,8 @@ class UserController(Controller):
             filters.append(
                 SearchFilter(field_name={"name", "email"}, value=q, ignore_case=True, escape_wildcards=True)
             )
-        items, total = await users.list_page([*filters, *any_of("rol", rol)])
-        return page_response(items, total)
+        items, total, change_seq = await users.list_page([*filters, *any_of("rol", rol)])
+        return page_response(items, total, change_seq)
 
     @get("/me", guards=[requires_user], summary="The caller's own account", responses=responses_for(401))
     async def me(self, request: Request[User, Any, Any]) -> UserRead:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.pages import read_page
 from app.db.transactions import Change, WriteGate
+from app.domain.changes.services import LAST_SEQ
 from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, USER_ENTITY, User
 from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
 from app.security.passwords import PasswordHasher
@@ -48,9 +49,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         self.write_gate = write_gate
         self.hasher = hasher
 
-    async def list_page(self, filters: Sequence[StatementFilter]) -> tuple[list[UserRead], int]:
-        """One page of accounts and the number matching, ignoring pagination (see app/db/pages.py)."""
-        return await read_page(self.repository.session, User, UserRead, filters)
+    async def list_page(self, filters: Sequence[StatementFilter]) -> tuple[list[UserRead], int, int]:
+        """One page of accounts, the number matching ignoring pagination (see app/db/pages.py), and the
+        seq of the last change the page reflects."""
+        return await read_page(self.repository.session, User, UserRead, filters, also=LAST_SEQ)
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.repository.get_one_or_none(email=email.lower())

@@ -79,7 +79,7 @@ class VMController(Controller):
     tags = ["vms"]  # noqa: RUF012
     dependencies = {"vms": Provide(provide_vm_service)}  # noqa: RUF012
 
-    @list_route(summary="List VMs", guards=[requires_user], responses=responses_for(401))
+    @list_route(summary="List VMs", guards=[requires_user], responses=responses_for(401), change_seq=True)
     async def list_vms(
         self,
         state: State,
@@ -108,8 +108,8 @@ class VMController(Controller):
         if q:
             filters.append(SearchFilter(field_name="name", value=q, ignore_case=True, escape_wildcards=True))
         filters += [*any_of("status", status), *any_of("os", os)]
-        items, total = await collaborator(state, VMReads).page(db_session, filters)
-        return page_response(items, total)
+        items, total, change_seq = await collaborator(state, VMReads).page(db_session, filters)
+        return page_response(items, total, change_seq)
 
     @get(
         "/{vm_id:int}",

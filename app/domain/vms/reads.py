@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.cache import InvalidatedCache
 from app.db.pages import columns_of, read_page
+from app.domain.changes.services import LAST_SEQ
 from app.domain.vms.models import VirtualMachine
 from app.domain.vms.schemas import VMRead
 
@@ -70,6 +71,9 @@ class VMReads(InvalidatedCache[int, CachedVM]):
         return cached
 
     @staticmethod
-    async def page(session: AsyncSession, filters: Sequence[StatementFilter]) -> tuple[list[VMRead], int]:
-        """One page of VMs and the number matching, ignoring pagination (see app/db/pages.py)."""
-        return await read_page(session, VirtualMachine, VMRead, filters)
+    async def page(
+        session: AsyncSession, filters: Sequence[StatementFilter]
+    ) -> tuple[list[VMRead], int, int]:
+        """One page of VMs, the number matching ignoring pagination (see app/db/pages.py), and the seq of
+        the last change the page reflects."""
+        return await read_page(session, VirtualMachine, VMRead, filters, also=LAST_SEQ)

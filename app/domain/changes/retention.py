@@ -1,0 +1,90 @@
+"""Pruning the change log in the background: entries past the retention period, and beyond the entry cap.
+
+Each batch is a short transaction of its own through the write gate, so a write waits at most one batch
+(on SQLite, where writes take turns); ``pruned_through`` moves with the deleted entries, so a resume
+from below it is told to reload (close code 4410) instead of silently missing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import delete, func, select, update
+
+from app.db.engine import SessionFactory
+from app.db.transactions import WriteGate
+from app.domain.changes.models import ChangeEntry, ChangeLogHead
+
+log = structlog.get_logger("vms.changes")
+
+BATCH = 500
+
+
+class Retention:
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        write_gate: WriteGate,
+        *,
+        days: int,
+        max_entries: int,
+        every_seconds: float,
+    ) -> None:
+        self._session_factory = session_factory
+        self._write_gate = write_gate
+        self.days = days
+        self.max_entries = max_entries
+        self.every_seconds = every_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def prune(self) -> int:
+        """Delete every entry past retention, a batch per transaction; the number deleted."""
+        deleted = 0
+        while (batch := await self._prune_batch()) > 0:
+            deleted += batch
+            await asyncio.sleep(0)  # let waiting writes go first
+        if deleted:
+            log.info("pruned the change log", entries=deleted)
+        return deleted
+
+    async def _prune_batch(self) -> int:
+        cutoff = datetime.now(UTC) - timedelta(days=self.days)
+        async with self._session_factory() as session, self._write_gate.transaction(session):
+            last = (
+                await session.execute(select(ChangeLogHead.last_seq).where(ChangeLogHead.id == 1))
+            ).scalar_one()
+            expired = ChangeEntry.at < cutoff
+            if self.max_entries:
+                expired = expired | (ChangeEntry.seq <= last - self.max_entries)
+            seqs = select(ChangeEntry.seq).where(expired).order_by(ChangeEntry.seq).limit(BATCH)
+            through = (await session.execute(select(func.max(seqs.subquery().c.seq)))).scalar_one()
+            if through is None:
+                return 0
+            result = await session.execute(delete(ChangeEntry).where(ChangeEntry.seq <= through))
+            await session.execute(
+                update(ChangeLogHead)
+                .where(ChangeLogHead.id == 1, ChangeLogHead.pruned_through < through)
+                .values(pruned_through=through)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.warning("could not prune the change log; retrying later", exc_info=True)
+            await asyncio.sleep(self.every_seconds)

@@ -1,0 +1,40 @@
+"""Every request gets an id: a sane ``X-Request-ID`` from the client is kept, otherwise one is made.
+
+It is returned in ``X-Request-ID`` and recorded with the changes the request makes (app/context.py). A
+plain ASGI wrapper, not a Litestar middleware class: it only sets a context variable and adds a header.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.context import request_id
+
+HEADER = b"x-request-id"
+# Letters, digits and a few separators, at most 64: anything else is replaced, never echoed.
+SANE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def with_request_id(app: ASGIApp) -> ASGIApp:
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == HEADER), None)
+        rid = given if given is not None and SANE.match(given) else uuid.uuid4().hex.encode()
+        token = request_id.set(rid.decode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (HEADER, rid)]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+    return handle
