@@ -84,7 +84,15 @@ class Wiring:
         self.login_failures = create_login_failures(settings)
         self.client_address = ClientAddress(settings.trusted_proxies)
         self.events = EventFanout(self.channels, {VM_ENTITY: VMS_CHANNEL, USER_ENTITY: USERS_CHANNEL})
-        self.feed = ChangeFeed(self.alchemy.get_session, self.events)
+        copies = {
+            VM_ENTITY: self.vm_reads.invalidate,
+            USER_ENTITY: self.principals.users.invalidate,
+            SESSION_ENTITY: self.principals.sessions.invalidate,
+        }
+        # A change another process made (the CLI, for one) also drops this process's cached copy.
+        self.feed = ChangeFeed(
+            self.alchemy.get_session, self.events, read_from_log=lambda entity, key: copies[entity](key)
+        )
         self.write_gate = WriteGate(serialize_transactions=settings.is_sqlite)
         self.retention = Retention(
             self.alchemy.get_session,
@@ -96,13 +104,7 @@ class Wiring:
         # The change seam: each concern subscribes once, for every write of every domain.
         self.write_gate.subscribe(
             before_commit=record_changes,
-            after_attempt=invalidate_copies(
-                {
-                    VM_ENTITY: self.vm_reads.invalidate,
-                    USER_ENTITY: self.principals.users.invalidate,
-                    SESSION_ENTITY: self.principals.sessions.invalidate,
-                }
-            ),
+            after_attempt=invalidate_copies(copies),
             after_commit=publish_changes(self.feed, self.events, self.bus),
         )
 
@@ -126,7 +128,7 @@ class Wiring:
             changes = await self.bus.subscribe([BUS_CHANGES])
             revocations = await self.bus.subscribe([REVOCATIONS_CHANNEL])
             if isinstance(changes, CutOffSubscriber) and isinstance(revocations, CutOffSubscriber):
-                changes.handle_inline(lambda _: self.feed.wake())
+                changes.handle_inline(self.feed.wake_for)
                 revocations.handle_inline(lambda frame: self.channels.publish(frame, [REVOCATIONS_CHANNEL]))
         await self.feed.start()
         self.retention.start()
@@ -166,8 +168,8 @@ def publish_changes(feed: ChangeFeed, events: EventFanout, bus: ChannelsPlugin |
     def publish(changes: Sequence[Change]) -> None:
         feed.committed(changes)
         for change in changes:
-            if change.entity in LOGGED_ENTITIES and bus is not None:
-                bus.publish(b"{}", BUS_CHANGES)
+            if change.entity in LOGGED_ENTITIES and bus is not None and change.seq is not None:
+                bus.publish(str(change.seq).encode(), BUS_CHANGES)
             elif change.entity == SESSION_ENTITY and change.action == "updated":
                 events.session_ended(change.entity_id)
                 if bus is not None:
@@ -177,7 +179,7 @@ def publish_changes(feed: ChangeFeed, events: EventFanout, bus: ChannelsPlugin |
 
 
 BUS_CHANGES = "changes"
-"""The bus channel that says "the change log has more": each process then reads it from its last seq."""
+"""The bus channel that says "the change log has reached seq N": a process behind it reads the log."""
 
 
 def create_fanout(settings: Settings) -> ChannelsPlugin:

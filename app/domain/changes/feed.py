@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -41,6 +41,7 @@ _ENTRY_COLUMNS = (
     ChangeEntry.seq,
     ChangeEntry.at,
     ChangeEntry.entity,
+    ChangeEntry.entity_id,
     ChangeEntry.action,
     ChangeEntry.actor_id,
     ChangeEntry.before_json,
@@ -49,9 +50,18 @@ _ENTRY_COLUMNS = (
 
 
 class ChangeFeed:
-    def __init__(self, session_factory: SessionFactory, fanout: EventFanout) -> None:
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        fanout: EventFanout,
+        *,
+        read_from_log: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``read_from_log(entity, id)`` is called for each entry read from the log rather than committed
+        here: another process changed that row (the composition root drops this process's cached copy)."""
         self._session_factory = session_factory
         self._fanout = fanout
+        self._read_from_log = read_from_log
         self.last_seq = 0
         self._wake = asyncio.Event()
         self._reading = asyncio.Lock()
@@ -98,6 +108,15 @@ class ChangeFeed:
     def wake(self) -> None:
         self._wake.set()
 
+    def wake_for(self, announced: bytes) -> None:
+        """A bus message: another process committed seq N (its text); read the log if N is new here."""
+        try:
+            seq = int(announced)
+        except ValueError:
+            seq = self.last_seq + 1  # not ours to parse: reading the log is always safe
+        if seq > self.last_seq:
+            self.wake()
+
     async def catch_up(self) -> None:
         """Deliver every entry after ``last_seq`` that the log holds now."""
         async with self._reading:
@@ -107,6 +126,8 @@ class ChangeFeed:
                     # Skipped: what was delivered meanwhile (this process's own commits). A number missing
                     # below the first row can only have been pruned, while this process could not read.
                     if row.seq > self.last_seq:
+                        if self._read_from_log is not None:
+                            self._read_from_log(row.entity, row.entity_id)
                         self._deliver(row.seq, row.entity, self._frame(row))
                 if len(rows) < BATCH:
                     return

@@ -1,8 +1,8 @@
 """A listener that stops reading is cut off (1013), its resources released at once, and slows nobody else.
 
 Filling the kernel's socket buffers (several MB on loopback) with ordinary VM events would take thousands
-of writes, so the bulk of the stream is published through the app's own :class:`EventPublisher` (the
-after-commit path every service uses) with oversized VM names; ordinary HTTP writes go before and after.
+of writes, so the bulk of the stream is published straight into the app's fan-out (its ChannelsPlugin, which
+every event goes through) with oversized VM names; ordinary HTTP writes go before and after.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from typing import Any
 
 import msgspec
 import pytest
+from litestar.channels import ChannelsPlugin
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app import create_app
-from app.channels.events import EventPublisher
-from app.db.transactions import Change
 from app.domain.vms.schemas import VMRead
-from app.state import collaborator
 from tests.helpers import (
     EVENT_TIMEOUT,
     LiveServer,
@@ -101,7 +99,7 @@ async def read_until_closed(socket: ClientConnection, names: list[str]) -> None:
 async def test_a_stalled_listener_is_cut_off_and_slows_nobody(small_backlog_server: LiveServer) -> None:
     server = small_backlog_server
     registry = server.app.state.ws_connections
-    events = collaborator(server.app.state, EventPublisher)
+    channels = server.app.plugins.get(ChannelsPlugin)
     admin = await admin_account(server)
     template = msgspec.convert(await create_vm(server.http, admin), VMRead)
     written: list[str] = []
@@ -120,7 +118,8 @@ async def test_a_stalled_listener_is_cut_off_and_slows_nobody(small_backlog_serv
             while len(registry) == 2 and len(written) < MAX_BULK_EVENTS:
                 name = f"{len(written):05d}-{secrets.token_urlsafe(BIG)[:BIG]}"
                 vm = msgspec.structs.replace(template, name=name, updated_at=datetime.now(UTC))
-                events.publish([Change("vm", "updated", vm.id, before=template, after=vm, actor_id=admin.id)])
+                event = {"event": "vm_updated", "vm": vm, "seq": len(written) + 10_000, "actor_id": admin.id}
+                channels.publish(msgspec.json.encode(event), channels=["vms"])
                 written.append(name)
                 await healthy.wait_for(len(written))
             # Its subscription and registration are gone although it has not read a byte since.

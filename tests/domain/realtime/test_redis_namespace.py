@@ -33,7 +33,8 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.redis
 
-CHANNEL_NAMES = ("vms", "users", "revocations")
+# What the app subscribes to on Redis: "the change log has more" and ended sessions (events come from the log).
+CHANNEL_NAMES = ("changes", "revocations")
 
 
 @asynccontextmanager
