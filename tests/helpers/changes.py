@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -106,18 +105,6 @@ def assert_no_secrets_in_log(entries: list[dict[str, Any]], *passwords: str) -> 
 
 
 # ---------------------------------------------------------------- the log's tables, read directly
-
-
-async def empty_change_log(url: str) -> None:
-    """Empty a shared PostgreSQL database's change log, as ``truncate_postgres`` empties its other tables
-    (which restarts their ids: an old entry would otherwise describe a new row with the same id)."""
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
-    try:
-        if await connection.fetchval("SELECT to_regclass('public.change_log') IS NOT NULL"):
-            await connection.execute("TRUNCATE change_log")
-            await connection.execute("UPDATE change_log_head SET last_seq = 0, pruned_through = 0")
-    finally:
-        await connection.close()
 
 
 async def log_head(database_url: str) -> tuple[int, int]:

@@ -83,9 +83,12 @@ def scratch_postgres_database(prefix: str) -> Iterator[str]:
 async def truncate_postgres(url: str) -> None:
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
-        exists = await connection.fetchval("SELECT to_regclass('public.user_account') IS NOT NULL")
-        if exists:
+        if await connection.fetchval("SELECT to_regclass('public.user_account') IS NOT NULL"):
             await connection.execute("TRUNCATE user_account, virtual_machine RESTART IDENTITY CASCADE")
+        # The log too: an old entry would describe a new row that got its id.
+        if await connection.fetchval("SELECT to_regclass('public.change_log') IS NOT NULL"):
+            await connection.execute("TRUNCATE change_log")
+            await connection.execute("UPDATE change_log_head SET last_seq = 0, pruned_through = 0")
     finally:
         await connection.close()
 

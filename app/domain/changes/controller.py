@@ -48,7 +48,11 @@ class ChangeController(Controller):
         actor_id: Annotated[
             int | None, Parameter(ge=1, le=MAX_ID, description="Only changes by this user.")
         ] = None,
-        since: Annotated[int | None, Parameter(ge=0, le=MAX_ID, description="Only after this seq.")] = None,
+        since: Annotated[
+            int | None,
+            # schema_extra: Litestar leaves a falsy ge (0) out of an optional parameter's schema.
+            Parameter(ge=0, le=MAX_ID, description="Only after this seq.", schema_extra={"minimum": 0}),
+        ] = None,
         order: Order = "asc",
     ) -> Response[list[ChangeRead]]:
         conditions: list[ColumnElement[bool]] = []

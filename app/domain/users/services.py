@@ -111,9 +111,11 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
-            transaction.record(
-                Change(USER_ENTITY, "updated", user_id, before=before, after=to_read(user), actor_id=actor.id)
-            )
+            after = to_read(user)
+            if after != before:  # nothing changed, nothing to record (a new password moves updated_at)
+                transaction.record(
+                    Change(USER_ENTITY, "updated", user_id, before=before, after=after, actor_id=actor.id)
+                )
         return user
 
     async def delete_user(self, user_id: int, actor: User) -> None:

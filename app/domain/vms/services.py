@@ -65,9 +65,11 @@ class VMService(SQLAlchemyAsyncRepositoryService[VirtualMachine, VMRepository]):
             except StaleDataError as exc:
                 # Another transaction updated the row between our read and our write (PostgreSQL).
                 raise PreconditionFailedException(f"VM {vm_id} was changed concurrently; retry") from exc
-            transaction.record(
-                Change(VM_ENTITY, "updated", vm_id, before=before, after=to_read(vm), actor_id=actor.id)
-            )
+            after = to_read(vm)
+            if after != before:  # nothing changed, nothing to record (the ETag and updated_at stay)
+                transaction.record(
+                    Change(VM_ENTITY, "updated", vm_id, before=before, after=after, actor_id=actor.id)
+                )
         return vm
 
     async def delete_vm(self, vm_id: int, actor: User, if_match: str | None = None) -> None:

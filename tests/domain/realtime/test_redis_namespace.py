@@ -33,7 +33,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.redis
 
-# What the app subscribes to on Redis: "the change log has more" and ended sessions (events come from the log).
+# What the app subscribes to on Redis: "the log has more" and ended sessions (events come from the log).
 CHANNEL_NAMES = ("changes", "revocations")
 
 
