@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
+import uvicorn
 from litestar import Litestar
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app import create_app
@@ -84,6 +87,12 @@ def assert_event_is_entry(event: dict[str, Any], entry: dict[str, Any]) -> None:
 
 async def last_seq(server: LiveServer, admin: Account) -> int:
     response = await server.http.get("/changes", params={"limit": 1, "order": "desc"}, headers=admin.headers)
+    page = expect(response, 200)
+    return int(page[0]["seq"]) if page else 0
+
+
+async def oldest_seq(server: LiveServer, admin: Account) -> int:
+    response = await server.http.get("/changes", params={"limit": 1}, headers=admin.headers)
     page = expect(response, 200)
     return int(page[0]["seq"]) if page else 0
 
@@ -448,3 +457,102 @@ async def test_an_admin_created_by_the_cli_reaches_a_running_servers_listener(
             event["seq"],
             event["user"]["id"],
         )
+
+
+# ---------------------------------------------------------------- pruning while a replay is under way
+
+
+@asynccontextmanager
+async def small_send_buffer_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[LiveServer]:
+    """The app on uvicorn with a small kernel send buffer on its sockets (set on the listening socket, which
+    accepted ones inherit): a client that stops reading stalls the server's sends after a few dozen KB, as
+    over a slow network, instead of after the megabytes loopback would otherwise buffer."""
+    directory = tmp_path / "small-buffers"
+    directory.mkdir()
+    app = create_app(make_settings(directory, **overrides))
+    listening = socket.socket()
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            yield LiveServer(
+                base_url=f"http://127.0.0.1:{port}", ws_url=f"ws://127.0.0.1:{port}", http=http, app=app
+            )
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+        listening.close()
+        await dispose_engines(app)
+
+
+async def test_entries_pruned_while_a_replay_is_stalled_are_not_skipped_silently(tmp_path: Path) -> None:
+    """A slow client stalls its replay (the server waits for it to read); meanwhile writes go on and retention
+    prunes entries the replay has not read from the log yet. The client must get every entry after its
+    ``since``, or be told to resync (4410): never a silent gap."""
+    cap = 600
+    async with small_send_buffer_server(
+        tmp_path, change_log_max_entries=cap, change_log_prune_seconds=1, ws_backlog=100_000
+    ) as server:
+        admin = await admin_account(server)
+        padding = {"os": "o" * 100}  # big frames: the client's buffers fill with fewer of them
+
+        async def create_many(count: int, prefix: str) -> None:
+            for start in range(0, count, 20):
+                await asyncio.gather(
+                    *(
+                        create_vm(server.http, admin, name=f"{prefix}-{index:04d}".ljust(100, "x"), **padding)
+                        for index in range(start, min(start + 20, count))
+                    )
+                )
+
+        await create_many(cap, "old")
+        deadline = time.monotonic() + 10
+        while (oldest := await oldest_seq(server, admin)) <= 1:  # the start-up administrador's entry
+            assert time.monotonic() < deadline, "the log was not pruned to its cap"
+            await asyncio.sleep(0.2)
+        since = oldest - 1
+
+        # A client that reads nothing for now, with a small receive window: the replay stalls on it.
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])))
+        raw.setblocking(False)
+        url = f"{server.ws_url}/ws/vms?since={since}&token={admin.token}"
+        async with connect(
+            url, sock=raw, max_queue=1, compression=None, open_timeout=EVENT_TIMEOUT, close_timeout=2
+        ) as slow:
+            await asyncio.sleep(0.5)
+            await create_many(cap, "new")  # pushes every entry the replay has not sent out of the cap
+            head = await last_seq(server, admin)
+            while await oldest_seq(server, admin) <= head - cap:
+                assert time.monotonic() < deadline + 30, "the log was not pruned to its cap"
+                await asyncio.sleep(0.2)
+            received: list[int] = []
+            close_code = None
+            try:
+                while True:
+                    received.append((await receive_event(slow, 2.0))["seq"])
+            except TimeoutError:
+                pass
+            except ConnectionClosed as closed:
+                close_code = closed.rcvd.code if closed.rcvd else None
+    if close_code == RESYNC:
+        assert received == list(range(since + 1, since + 1 + len(received)))
+        return
+    assert close_code is None, close_code
+    missing = sorted(set(range(since + 1, head + 1)) - set(received))
+    assert not missing, (
+        f"{len(missing)} entries after since={since} never arrived and no 4410 was sent "
+        f"(first missing {missing[:3]}, received {len(received)} of {head - since})"
+    )
