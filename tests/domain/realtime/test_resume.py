@@ -476,7 +476,6 @@ async def small_send_buffer_server(tmp_path: Path, **overrides: Any) -> AsyncIte
     port = listening.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         for _ in range(500):
