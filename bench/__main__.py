@@ -10,6 +10,7 @@ import sys
 SCENARIOS = {
     "http": ("bench.http", "HTTP read/list/write throughput, login storm, peak memory (needs wrk)"),
     "fanout": ("bench.fanout", "WebSocket fan-out: N listeners on /ws/vms, M VM writes, delay and memory"),
+    "resume": ("bench.resume", "a client resumes 10,000 events back while fan-out listeners get live writes"),
     "compare": ("bench.compare", "read, list, write: this checkout beside another git revision (needs wrk)"),
     "scaleout": ("bench.scaleout", "read and write for 1, 2, 4 workers on PostgreSQL + Redis beside SQLite"),
 }

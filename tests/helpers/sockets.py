@@ -29,14 +29,16 @@ def decode(message: str | bytes) -> dict[str, Any]:
 
 
 def ws_connect(server: LiveServer, path: str, token: str | None = None, *, header: bool = False) -> Any:
-    """``websockets.connect`` to ``path``, the token in ``?token=`` or (``header=True``) in Authorization."""
+    """``websockets.connect`` to ``path``, the token in ``?token=`` or (``header=True``) in Authorization.
+
+    ``path`` may carry a query of its own (``/ws/vms?since=7``): the token is then added with ``&``."""
     url = f"{server.ws_url}{path}"
     headers: dict[str, str] = {}
     if token is not None:
         if header:
             headers = bearer(token)
         else:
-            url = f"{url}?token={token}"
+            url = f"{url}{'&' if '?' in path else '?'}token={token}"
     return connect(url, additional_headers=headers, open_timeout=EVENT_TIMEOUT, close_timeout=2)
 
 

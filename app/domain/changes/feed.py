@@ -49,6 +49,10 @@ _ENTRY_COLUMNS = (
 )
 
 
+class ReplayOutrun(Exception):
+    """Retention deleted entries a replay still had to send: the client must reload (close code 4410)."""
+
+
 class ChangeFeed:
     def __init__(
         self,
@@ -133,10 +137,18 @@ class ChangeFeed:
                     return
 
     async def replay(self, entity: str, since: int, until: int) -> AsyncIterator[list[tuple[int, bytes]]]:
-        """The events of ``entity`` with ``since < seq <= until``, in order, a batch at a time."""
+        """The events of ``entity`` with ``since < seq <= until``, in order, a batch at a time.
+
+        Raises :class:`ReplayOutrun` if retention deleted entries the replay had not reached (a slow reader):
+        each batch is read first and ``pruned_through`` after it, and since that only grows, a batch read
+        before the prune passed its start is complete.
+        """
         cursor = since
         while cursor < until:
             rows = await self._read(after=cursor, until=until, entity=entity)
+            _, pruned_through = await self.window()
+            if pruned_through > cursor:
+                raise ReplayOutrun
             if not rows:
                 return
             yield [(row.seq, self._frame(row)) for row in rows]

@@ -31,7 +31,7 @@ from litestar.types.asgi_types import WebSocketSendEvent
 from app.channels.events import USERS_CHANNEL, VMS_CHANNEL
 from app.channels.subscribers import CutOffSubscriber
 from app.domain.auth.guards import requires_admin, requires_user
-from app.domain.changes.feed import ChangeFeed
+from app.domain.changes.feed import ChangeFeed, ReplayOutrun
 from app.domain.realtime.connections import ConnectionRegistry
 from app.domain.users.models import USER_ENTITY
 from app.domain.vms.models import VM_ENTITY
@@ -167,11 +167,19 @@ async def _stream(
         await socket.accept()
         reader = asyncio.create_task(read_until_closed())
         if since is not None:
-            async for batch in feed.replay(ENTITY_OF_CHANNEL[channel], since, head):
-                for _, frame in batch:
-                    await forward_replayed(socket, frame, outcome)
-                if outcome.future.done():
-                    break
+            try:
+                async for batch in feed.replay(ENTITY_OF_CHANNEL[channel], since, head):
+                    for _, frame in batch:
+                        # A revocation or a cut-off during a long replay stops it at once.
+                        if registration.recheck is not None and not await registration.may_send():
+                            break
+                        if outcome.future.done():
+                            break
+                        await forward_replayed(socket, frame, outcome)
+                    if outcome.future.done():
+                        break
+            except ReplayOutrun:
+                outcome.end((WS_4410_RESYNC, "resync"))
         async with subscriber.run_in_background(forward, join=False):
             ending = await outcome.future
     finally:

@@ -1,0 +1,125 @@
+"""Real processes a test starts and stops itself: a uvicorn server (to kill it, or to run several), the CLI.
+
+Each is stopped by its own PID; nothing here touches a process the test did not start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.helpers.servers import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+START_SECONDS = 30.0
+
+
+def vms_environment(values: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any VMS_* of its own, plus ``values``."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("VMS_")}
+    return {**environ, **values}
+
+
+@dataclass
+class ServerProcess:
+    """``uvicorn --factory app:create_app`` in a process of its own, configured by VMS_* variables."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def kill_hard(self) -> None:
+        """``kill -9``: no shutdown of any kind."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+async def wait_healthy(server: ServerProcess, seconds: float = START_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            assert server.process.poll() is None, f"the server exited:\n{server.output()}"
+            try:
+                if (await http.get(f"{server.url}/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{server.url} did not start within {seconds} s:\n{server.output()}")
+
+
+def start_server_process(env: Mapping[str, str], log: Path, port: int | None = None) -> ServerProcess:
+    port = port or free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port)]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            cwd=PROJECT_ROOT,
+            env=vms_environment(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return ServerProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+
+
+@asynccontextmanager
+async def server_process(
+    env: Mapping[str, str], log: Path, port: int | None = None
+) -> AsyncIterator[ServerProcess]:
+    """A started, healthy server process; stopped (by its PID) afterwards if it is still running."""
+    server = start_server_process(env, log, port)
+    try:
+        await wait_healthy(server)
+        yield server
+    finally:
+        server.stop()
+
+
+async def run_cli(env: Mapping[str, str], *args: str, seconds: float = 60.0) -> tuple[int, str]:
+    """``python -m litestar <args>`` in the project, without blocking the event loop (a live server in this
+    loop keeps serving meanwhile); its exit code and output. Killed by its PID if it outlasts ``seconds``."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "litestar",
+        *args,
+        cwd=PROJECT_ROOT,
+        env=vms_environment(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), seconds)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")
