@@ -83,7 +83,11 @@ class Service:
 
 @contextmanager
 def serve(
-    workdir: Path, uvicorn_options: list[str], redis_url: str | None, profile: str | None = None
+    workdir: Path,
+    uvicorn_options: list[str],
+    redis_url: str | None,
+    profile: str | None = None,
+    app_dir: Path = PROJECT_ROOT,
 ) -> Iterator[Service]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("VMS_")}
@@ -102,7 +106,7 @@ def serve(
     command += ["--factory", "app:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), *uvicorn_options]
     with log.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=log_file)
+        process = subprocess.Popen(command, cwd=app_dir, env=env, stdout=log_file, stderr=log_file)
     service = Service(process=process, url=f"http://127.0.0.1:{port}", log=log)
     try:
         deadline = time.monotonic() + 60
@@ -222,6 +226,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", help="use the Redis channels backend at this URL")
     parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="measure the VMS code in this checkout (e.g. a git worktree of an older commit)",
+    )
+    parser.add_argument(
         "--profile-server", metavar="FILE", help="run the server under cProfile, stats to FILE"
     )
     parser.add_argument(
@@ -249,7 +259,7 @@ def run(args: argparse.Namespace, uvicorn_options: list[str]) -> Run:
     context = multiprocessing.get_context("spawn")
     with (
         tempfile.TemporaryDirectory(prefix="vms-fanout-") as tmp,
-        serve(Path(tmp), uvicorn_options, args.redis_url, args.profile_server) as service,
+        serve(Path(tmp), uvicorn_options, args.redis_url, args.profile_server, args.app_dir) as service,
         httpx.Client(base_url=service.url, timeout=60) as http,
     ):
         admin_token = sign_in(http, ADMIN_EMAIL, ADMIN_PASSWORD)

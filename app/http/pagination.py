@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy, StatementFilter
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
+from litestar.exceptions import ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -68,11 +69,22 @@ def list_route(
     responses: dict[int, Any],
     path: str | None = None,
     change_seq: bool = False,
+    repeatable: frozenset[str] = frozenset(),
 ) -> HTTPRouteHandler:
     """The ``GET`` of a collection: with and without the trailing slash (no redirect), a ``page``
-    dependency (``limit``, ``offset``) and ``X-Total-Count``; answer with :func:`page_response`."""
+    dependency (``limit``, ``offset``) and ``X-Total-Count``; answer with :func:`page_response`.
+
+    Only the ``repeatable`` filters may be given more than once: Litestar would silently keep one value
+    of any other (``?q=a&q=b``), answering a question the client did not ask."""
+
+    async def refuse_repeats(request: Request[Any, Any, Any]) -> None:
+        for key in request.query_params:
+            if key not in repeatable and len(request.query_params.getall(key)) > 1:
+                raise ValidationException(f"{key}: may be given only once")
+
     return get(
         ["/", ""] if path is None else [path, path + "/"],
+        before_request=refuse_repeats,
         guards=guards,
         summary=summary,
         dependencies={"page": Provide(provide_limit_offset, sync_to_thread=False)},

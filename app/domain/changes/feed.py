@@ -27,7 +27,7 @@ from sqlalchemy import Row, select
 from app.channels.events import EventFanout
 from app.db.engine import SessionFactory
 from app.db.transactions import Change
-from app.domain.changes.models import LOGGED_ENTITIES, ChangeEntry, ChangeLogHead
+from app.domain.changes.models import ENTRY_COLUMNS, LOGGED_ENTITIES, ChangeEntry, ChangeLogHead
 
 log = structlog.get_logger("vms.changes")
 
@@ -37,16 +37,6 @@ BATCH = 500
 """Entries read per query, for catching up and for replays."""
 
 _HEAD = select(ChangeLogHead.last_seq, ChangeLogHead.pruned_through).where(ChangeLogHead.id == 1)
-_ENTRY_COLUMNS = (
-    ChangeEntry.seq,
-    ChangeEntry.at,
-    ChangeEntry.entity,
-    ChangeEntry.entity_id,
-    ChangeEntry.action,
-    ChangeEntry.actor_id,
-    ChangeEntry.before_json,
-    ChangeEntry.after_json,
-)
 
 
 class ReplayOutrun(Exception):
@@ -165,7 +155,7 @@ class ChangeFeed:
                 log.warning("could not read the change log; retrying", exc_info=True)
 
     async def _read(self, *, after: int, until: int | None, entity: str | None) -> Sequence[Any]:
-        statement = select(*_ENTRY_COLUMNS).where(ChangeEntry.seq > after)
+        statement = select(*ENTRY_COLUMNS).where(ChangeEntry.seq > after)
         if until is not None:
             statement = statement.where(ChangeEntry.seq <= until)
         if entity is not None:

@@ -44,3 +44,18 @@ class ChangeLogHead(DefaultBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     pruned_through: Mapped[int] = mapped_column(BigInteger)
+
+
+# Every column of an entry, for the history routes and the feed (which splices the JSON undecoded).
+ENTRY_COLUMNS = (
+    ChangeEntry.seq,
+    ChangeEntry.at,
+    ChangeEntry.entity,
+    ChangeEntry.entity_id,
+    ChangeEntry.action,
+    ChangeEntry.actor_id,
+    ChangeEntry.source,
+    ChangeEntry.request_id,
+    ChangeEntry.before_json,
+    ChangeEntry.after_json,
+)

@@ -9,22 +9,10 @@ import msgspec
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
-from app.domain.changes.models import ChangeEntry, ChangeLogHead
+from app.domain.changes.models import ENTRY_COLUMNS, ChangeEntry, ChangeLogHead
 from app.domain.changes.schemas import ChangeRead
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
-_COLUMNS = (
-    ChangeEntry.seq,
-    ChangeEntry.at,
-    ChangeEntry.entity,
-    ChangeEntry.entity_id,
-    ChangeEntry.action,
-    ChangeEntry.actor_id,
-    ChangeEntry.source,
-    ChangeEntry.request_id,
-    ChangeEntry.before_json,
-    ChangeEntry.after_json,
-)
 
 LAST_SEQ = select(ChangeLogHead.last_seq).where(ChangeLogHead.id == 1).scalar_subquery()
 """The seq of the last committed change: a list that reads it in its own statement reflects at least that."""
@@ -43,7 +31,7 @@ async def read_changes(
     if not total:
         return [], total
     order = ChangeEntry.seq.desc() if descending else ChangeEntry.seq.asc()
-    page = select(*_COLUMNS).where(*conditions).order_by(order).limit(limit).offset(offset)
+    page = select(*ENTRY_COLUMNS).where(*conditions).order_by(order).limit(limit).offset(offset)
     rows = (await session.execute(page)).all()
     return [
         ChangeRead(

@@ -59,6 +59,7 @@ class UserController(Controller):
         guards=[requires_admin],
         responses=responses_for(401, 403),
         change_seq=True,
+        repeatable=frozenset({"rol"}),
     )
     async def list_users(
         self,

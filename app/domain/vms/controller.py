@@ -79,7 +79,13 @@ class VMController(Controller):
     tags = ["vms"]  # noqa: RUF012
     dependencies = {"vms": Provide(provide_vm_service)}  # noqa: RUF012
 
-    @list_route(summary="List VMs", guards=[requires_user], responses=responses_for(401), change_seq=True)
+    @list_route(
+        summary="List VMs",
+        guards=[requires_user],
+        responses=responses_for(401),
+        change_seq=True,
+        repeatable=frozenset({"status", "os"}),
+    )
     async def list_vms(
         self,
         state: State,

@@ -460,3 +460,10 @@ async def test_if_none_match_answers_304(client: Any, admin: Account, cliente: A
     response = await client.get(url, headers={**cliente.headers, "If-None-Match": etag})
     assert expect(response, 200)["cores"] == 5
     assert response.headers["ETag"] != etag
+
+
+async def test_a_single_valued_filter_given_twice_is_refused(client: Any, admin: Account) -> None:
+    for query in ("q=a&q=b", "sort=name&sort=id", "limit=5&limit=6"):
+        body = assert_error(await client.get(f"/vms?{query}", headers=admin.headers), 400)
+        assert "only once" in body["detail"], body
+    assert (await client.get("/vms?status=running&status=paused", headers=admin.headers)).status_code == 200
