@@ -6,6 +6,13 @@ cursor), and each costs a thread switch and a trip through the event loop; on ``
 were most of the request's time. This cursor does the same four steps in a single call on aiosqlite's
 thread and keeps what SQLAlchemy reads afterwards (rows, description, rowcount, lastrowid).
 
+A write's last statement can carry its COMMIT into the same hand-off: executed with the execution option
+:data:`app.db.transactions.COMMIT_WITH_STATEMENT`, the statement and the COMMIT run in one call on
+aiosqlite's thread, and the session's own commit that follows finds no transaction open and returns
+without a hand-off. On SQLite writers queue for one write lock, so every hand-off made while holding it
+is paid by all of them: the change log's INSERT alone, as its own hand-off, cost a third of
+``POST /vms`` throughput (docs/performance.md).
+
 It is installed per connection, on this application's engine only (see :func:`install`). The rest of
 the driver (transactions, errors, the connection's thread) is aiosqlite's and SQLAlchemy's, unchanged.
 """
@@ -20,9 +27,11 @@ from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import EMPTY_DICT
 
+from app.db.transactions import COMMIT_WITH_STATEMENT
+
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
-    __slots__ = ("_description", "_lastrowid", "_rowcount")
+    __slots__ = ("_commit_after", "_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: Any) -> None:
         self._adapt_connection = adapt_connection
@@ -33,6 +42,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._description: Any = None
         self._rowcount = -1
         self._lastrowid: Any = None
+        self._commit_after = False
 
     @property
     def description(self) -> Any:
@@ -62,6 +72,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
         raw = self._connection._conn  # the sqlite3 connection; used only on aiosqlite's own thread
+        commit_after, self._commit_after = self._commit_after, False
 
         def execute() -> tuple[Any, list[Any], int, Any]:
             cursor = raw.cursor()
@@ -74,6 +85,8 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                     cursor.execute(operation, parameters)
                 description = cursor.description
                 rows = cursor.fetchall() if description else []
+                if commit_after:
+                    raw.commit()
                 return description, rows, cursor.rowcount, cursor.lastrowid
             finally:
                 cursor.close()
@@ -96,9 +109,29 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneHopCursor
 
+    def commit(self) -> None:
+        # Nothing to commit after a statement that committed (or a transaction that wrote nothing):
+        # sqlite3 would do nothing either, after a hand-off. ``in_transaction`` is a flag read that is
+        # safe from any thread.
+        raw = getattr(self._connection, "_conn", None)
+        if raw is not None and not raw.in_transaction:
+            return
+        super().commit()
+
 
 def install(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def use_one_hop_cursor(dbapi_connection: Any, _record: Any) -> None:
         if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
             dbapi_connection.__class__ = OneHopConnection
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def commit_with_statement(
+        _conn: Any, cursor: Any, _statement: str, _parameters: Any, context: Any, _executemany: bool
+    ) -> None:
+        if (
+            context is not None
+            and context.execution_options.get(COMMIT_WITH_STATEMENT)
+            and type(cursor) is OneHopCursor
+        ):
+            cursor._commit_after = True

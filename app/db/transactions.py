@@ -32,6 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
 Action = Literal["created", "updated", "deleted"]
 
+COMMIT_WITH_STATEMENT = "commit_with_statement"
+"""Execution option for a write's last statement (a ``before_commit`` recorder's): the engine may commit in
+the same round trip as the statement, where it can (SQLite's one-hop driver path does; elsewhere the
+session's commit does it as usual). Nothing may run in the transaction after such a statement."""
+
 
 @dataclass(slots=True)
 class Change:
@@ -142,6 +147,9 @@ class WriteGate:
                 for record in self._before_commit:
                     await record(session, changes)
             except BaseException:
+                # The last statement may have carried the COMMIT (COMMIT_WITH_STATEMENT) and been
+                # cancelled while it ran: as after a failed commit, invalidate first.
+                self._notify(self._after_attempt, changes)
                 await session.rollback()
                 raise
         try:

@@ -1,7 +1,9 @@
 """Writes each change to the log inside its own transaction: the write path's ``before_commit`` subscriber.
 
-One INSERT per change, the transaction's last statement: on PostgreSQL it takes the counter row's lock
-(migration 0003), which is then held only for the COMMIT that follows.
+One INSERT per change, the transaction's last statements: on PostgreSQL the first takes the counter row's
+lock (migration 0003), which is then held only for the COMMIT that follows. The last one asks the engine
+to commit with it (``COMMIT_WITH_STATEMENT``): on SQLite that saves a hand-off to the driver's thread
+while the write lock is held.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
 from app.context import request_id, write_source
-from app.db.transactions import Change
+from app.db.transactions import COMMIT_WITH_STATEMENT, Change
 from app.domain.changes.models import LOGGED_ENTITIES, ChangeEntry
 
 _encode = msgspec.json.Encoder().encode
-_INSERT = insert(ChangeEntry).returning(ChangeEntry.seq)
+# A Core insert on the table, executed on the session's connection: through the ORM (``insert(ChangeEntry)``
+# on the session) the same statement cost about 600 µs more per write, measured with timeit-style loops.
+_TABLE: Table = ChangeEntry.__table__  # type: ignore[assignment]
+_INSERT = insert(_TABLE).returning(_TABLE.c.seq)
+_LAST = {COMMIT_WITH_STATEMENT: True}
 
 
 def _json(representation: Any) -> str | None:
@@ -30,9 +36,11 @@ async def record_changes(
     session: AsyncSession | async_scoped_session[AsyncSession], changes: Sequence[Change]
 ) -> None:
     source, rid = write_source.get(), request_id.get()
-    for change in changes:
-        if change.entity not in LOGGED_ENTITIES:
-            continue
+    logged = [change for change in changes if change.entity in LOGGED_ENTITIES]
+    if not logged:
+        return
+    connection = await session.connection()
+    for index, change in enumerate(logged, start=1):
         at = datetime.now(UTC)
         values = {
             "at": at,
@@ -45,5 +53,6 @@ async def record_changes(
             "before_json": _json(change.before),
             "after_json": _json(change.after),
         }
-        change.seq = (await session.execute(_INSERT, values)).scalar_one()
+        options = _LAST if index == len(logged) else None
+        change.seq = (await connection.execute(_INSERT, values, execution_options=options)).scalar_one()
         change.at = at
