@@ -24,7 +24,10 @@ _encode = msgspec.json.Encoder().encode
 # A Core insert on the table, executed on the session's connection: through the ORM (``insert(ChangeEntry)``
 # on the session) the same statement cost about 600 µs more per write, measured with timeit-style loops.
 _TABLE: Table = ChangeEntry.__table__  # type: ignore[assignment]
-_INSERT = insert(_TABLE).returning(_TABLE.c.seq)
+# No explicit RETURNING: SQLAlchemy reads the new seq from RETURNING on PostgreSQL and from the cursor's
+# lastrowid on SQLite, where a returned row is one more GIL round trip on the driver's thread while the
+# write lock is held.
+_INSERT = insert(_TABLE)
 _LAST = {COMMIT_WITH_STATEMENT: True}
 
 
@@ -54,5 +57,6 @@ async def record_changes(
             "after_json": _json(change.after),
         }
         options = _LAST if index == len(logged) else None
-        change.seq = (await connection.execute(_INSERT, values, execution_options=options)).scalar_one()
+        result = await connection.execute(_INSERT, values, execution_options=options)
+        (change.seq,) = result.inserted_primary_key or (None,)
         change.at = at
