@@ -54,6 +54,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     ws_backlog: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    # How long a request waits for the database (connect, pool checkout, a statement, SQLite's write lock)
+    # before it answers 503 with Retry-After.
+    db_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     vm_cache_entries: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 20_000
     # The change log keeps entries this many days, and at most this many entries (0: no cap).
     change_log_retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] = 90

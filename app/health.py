@@ -1,7 +1,18 @@
-"""``GET /health``: can this process reach its database and its channels backend?"""
+"""``GET /health``: can this process serve, and is anything it depends on impaired?
+
+- 503 ``unavailable``: the database does not answer within ``VMS_DB_TIMEOUT_SECONDS`` (nothing works);
+- 200 ``degraded``: the service works with less: the database takes no writes (storage full or read-only;
+  reads go on), or Redis is unreachable (events, limits and revocations carry on per process and from the
+  database; see the failure contract);
+- 200 ``ok`` otherwise.
+
+Writes are probed (a one-page commit on SQLite) at the first check and while the storage is in doubt, so
+a read-only file is reported before any write meets it and the end of a fault is seen without one.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -13,6 +24,10 @@ from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
+from app.db.faults import DatabaseFaults, probe_writes
+from app.state import collaborator
+
 Status = Literal["ok", "unavailable"]
 # Checks the channels backend's server (Redis PING); None for the in-memory backend, always up.
 ChannelsPing = Callable[[], Awaitable[Any]]
@@ -21,8 +36,9 @@ CHANNELS_PING_STATE_KEY = "channels_ping"
 
 
 class Health(msgspec.Struct, kw_only=True):
-    status: Status
+    status: Literal["ok", "degraded", "unavailable"]
     database: Status
+    database_writable: bool
     channels: Status
     channels_backend: Literal["memory", "redis"]
 
@@ -33,29 +49,47 @@ class Health(msgspec.Struct, kw_only=True):
     security=[{}],
     tags=["health"],
     summary="Service health (anyone)",
-    responses={503: ResponseSpec(data_container=Health, description="A dependency is down.")},
+    description="200 `ok`; 200 `degraded` when the database takes no writes or Redis is unreachable (the "
+    "service goes on with less); 503 `unavailable` when the database does not answer.",
+    responses={503: ResponseSpec(data_container=Health, description="The database does not answer.")},
     cache=False,
 )
 async def health(db_session: NamedDependency[AsyncSession], state: State) -> Response[Health]:
+    faults = collaborator(state, DatabaseFaults)
+    timeout = collaborator(state, Settings).db_timeout_seconds
     database: Status = "ok"
     try:
-        await db_session.execute(text("SELECT 1"))
-    except Exception:
-        database = "unavailable"
-    ping: ChannelsPing | None = state.get(CHANNELS_PING_STATE_KEY)
-    channels_status: Status = "ok"
+        async with asyncio.timeout(timeout):
+            await db_session.execute(text("SELECT 1"))
+            faults.answered()
+            if faults.storage.active or not faults.probed:
+                faults.probed = True
+                await probe_writes(db_session)
+                faults.wrote()
+    except Exception as exc:
+        if faults.met(exc) in (None, "unavailable") or isinstance(exc, TimeoutError):
+            database = "unavailable"
+    channels: Status = "ok"
     kind: Literal["memory", "redis"] = "memory"
+    ping: ChannelsPing | None = state.get(CHANNELS_PING_STATE_KEY)
     if ping is not None:
         kind = "redis"
         try:
-            await ping()
+            async with asyncio.timeout(timeout):
+                await ping()
         except Exception:
-            channels_status = "unavailable"
-    healthy = database == "ok" and channels_status == "ok"
+            channels = "unavailable"
+    if database == "unavailable":
+        status: Literal["ok", "degraded", "unavailable"] = "unavailable"
+    elif not faults.writable or channels == "unavailable":
+        status = "degraded"
+    else:
+        status = "ok"
     body = Health(
-        status="ok" if healthy else "unavailable",
+        status=status,
         database=database,
-        channels=channels_status,
+        database_writable=database == "ok" and faults.writable,
+        channels=channels,
         channels_backend=kind,
     )
-    return Response(body, status_code=200 if healthy else 503)
+    return Response(body, status_code=503 if status == "unavailable" else 200)

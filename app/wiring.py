@@ -30,6 +30,7 @@ from app.channels.subscribers import CutOffSubscriber
 from app.config import Settings, jwt_secret
 from app.context import writes_from
 from app.db.engine import create_alchemy_config, create_engine, run_migrations
+from app.db.faults import DatabaseFaults
 from app.db.transactions import Change, ChangeSubscriber, WriteGate
 from app.domain.auth.models import SESSION_ENTITY
 from app.domain.auth.principals import PrincipalCache, Principals, SessionCache
@@ -56,6 +57,8 @@ class Wiring:
     def __init__(self, settings: Settings, *, exclude_from_auth: list[str]) -> None:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)
+        self.database_faults = DatabaseFaults()
+        self.database_faults.install(self.engine)
         self.alchemy: SQLAlchemyAsyncConfig = create_alchemy_config(settings, self.engine)
         # Listeners are served by this process's fan-out; other processes are reached through the bus.
         self.channels = create_fanout(settings)
@@ -93,7 +96,9 @@ class Wiring:
         self.feed = ChangeFeed(
             self.alchemy.get_session, self.events, read_from_log=lambda entity, key: copies[entity](key)
         )
-        self.write_gate = WriteGate(serialize_transactions=settings.is_sqlite)
+        self.write_gate = WriteGate(
+            serialize_transactions=settings.is_sqlite, wait_seconds=settings.db_timeout_seconds
+        )
         self.retention = Retention(
             self.alchemy.get_session,
             self.write_gate,
@@ -107,6 +112,7 @@ class Wiring:
             after_attempt=invalidate_copies(copies),
             after_commit=publish_changes(self.feed, self.events, self.bus),
         )
+        self.write_gate.subscribe(after_commit=lambda _: self.database_faults.wrote())
 
     def collaborators(self) -> tuple[object, ...]:
         """What request handlers take from the app's state (see :mod:`app.state`)."""
@@ -119,6 +125,7 @@ class Wiring:
             self.client_address,
             self.vm_reads,
             self.feed,
+            self.database_faults,
         )
 
     async def start_serving(self) -> None:

@@ -36,19 +36,24 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             hide_parameters=True,  # a failed statement's log line must not carry a password hash
-            connect_args={"timeout": sqlite_tuning.BUSY_TIMEOUT_MS / 1000},
+            connect_args={"timeout": settings.db_timeout_seconds},
             # Sessions always end their transaction before returning a connection, so the pool's own
             # reset is a second ROLLBACK, and on aiosqlite every statement is a round trip to a thread.
             pool_reset_on_return=None,
         )
-        sqlite_tuning.install(engine)
+        sqlite_tuning.install(engine, busy_timeout_seconds=settings.db_timeout_seconds)
         sqlite_fastpath.install(engine)
         return engine
+    timeout = settings.db_timeout_seconds
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
+        # Every wait on PostgreSQL is bounded, so a stopped or frozen server answers 503, not a hang:
+        # checking out a pooled connection, connecting, and each statement (asyncpg cancels it).
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
         hide_parameters=True,  # a failed statement's log line must not carry a password hash
     )
 

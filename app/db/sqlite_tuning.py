@@ -7,22 +7,23 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-BUSY_TIMEOUT_MS = 30_000
 
+def install(engine: AsyncEngine, *, busy_timeout_seconds: float) -> None:
+    """``busy_timeout_seconds``: how long a statement waits for another process's write lock (the CLI's,
+    say) before it fails with "database is locked", which answers 503 (VMS_DB_TIMEOUT_SECONDS)."""
+    busy_timeout_ms = max(int(busy_timeout_seconds * 1000), 1)
 
-def install(engine: AsyncEngine) -> None:
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     _skip_idle_rollbacks(engine)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def _skip_idle_rollbacks(engine: AsyncEngine) -> None:

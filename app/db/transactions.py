@@ -85,8 +85,11 @@ class Transaction:
 class WriteGate:
     """Orders the writes of this process and hands their changes to the subscribers (see the module doc)."""
 
-    def __init__(self, *, serialize_transactions: bool) -> None:
+    def __init__(self, *, serialize_transactions: bool, wait_seconds: float | None = None) -> None:
         self.serialize_transactions = serialize_transactions
+        # How long a write waits for the writes ahead of it (a stalled disk holds them all) before it gives
+        # up with TimeoutError, which answers 503 like any other database timeout. None: no bound.
+        self.wait_seconds = wait_seconds
         self._lock = asyncio.Lock()
         self._before_commit: list[ChangeRecorder] = []
         self._after_attempt: list[ChangeSubscriber] = []
@@ -123,7 +126,7 @@ class WriteGate:
         transaction = Transaction()
         whole = self.serialize_transactions
         if whole:
-            await self._lock.acquire()
+            await self._acquire()
         try:
             try:
                 yield transaction
@@ -138,6 +141,13 @@ class WriteGate:
         finally:
             if whole:
                 self._lock.release()
+
+    async def _acquire(self) -> None:
+        if not self._lock.locked() or self.wait_seconds is None:
+            await self._lock.acquire()
+            return
+        async with asyncio.timeout(self.wait_seconds):
+            await self._lock.acquire()
 
     async def _commit(
         self, session: AsyncSession | async_scoped_session[AsyncSession], changes: list[Change]

@@ -1,8 +1,9 @@
 """One error shape everywhere (Litestar's ``{status_code, detail, extra}``), and no internals in it.
 
 Validation messages name every offending field in ``detail``, in words (app/http/validation.py); repository
-and database errors become 404 or 409; anything unexpected becomes a bare 500 whose details only reach
-the log.
+and database errors become 404 or 409; a database fault (unreachable, too slow, storage full or read-only:
+app/db/faults.py) becomes 503 with ``Retry-After`` and one log line per outage, not a traceback per
+request; anything else unexpected becomes a bare 500 whose details only reach the log.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from litestar.status_codes import (
     HTTP_409_CONFLICT,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
 )
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from app.db.faults import DETAILS, DatabaseFaults, fault_of
 from app.http.validation import describe
 from app.http.validation_words import humanise
+from app.state import collaborator
 
 log = structlog.get_logger("vms.errors")
+
+RETRY_AFTER_SECONDS = 5
+"""What a 503 for a database fault tells the client to wait before trying again."""
 
 
 def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
@@ -120,14 +127,30 @@ def repository_handler(request: Request[Any, Any, Any], exc: RepositoryError) ->
         return _response(HTTP_404_NOT_FOUND, "Not found")
     if isinstance(exc, DuplicateKeyError | ForeignKeyError):
         return _response(HTTP_409_CONFLICT, "Conflicts with an existing record")
-    return internal_error_handler(request, exc)
+    return internal_error_handler(request, exc)  # a database fault there is a 503
 
 
 def integrity_handler(_: Request[Any, Any, Any], exc: SAIntegrityError) -> Response[Any]:
     return _response(HTTP_409_CONFLICT, "Conflicts with an existing record")
 
 
+def database_fault_response(request: Request[Any, Any, Any], exc: BaseException) -> Response[Any] | None:
+    """503 for a database fault (recorded in the app's :class:`DatabaseFaults`), None for anything else."""
+    try:
+        kind = collaborator(request.app.state, DatabaseFaults).met(exc)
+    except KeyError:  # an app built without the composition root's collaborators
+        kind = fault_of(exc)
+    if kind is None:
+        return None
+    return _response(
+        HTTP_503_SERVICE_UNAVAILABLE, DETAILS[kind], headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    fault = database_fault_response(request, exc)
+    if fault is not None:
+        return fault
     log.error("unhandled error", path=request.url.path, method=request.method, exc_info=exc)
     return _response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
 
