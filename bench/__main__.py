@@ -13,6 +13,10 @@ SCENARIOS = {
     "resume": ("bench.resume", "a client resumes 10,000 events back while fan-out listeners get live writes"),
     "compare": ("bench.compare", "read, list, write: this checkout beside another git revision (needs wrk)"),
     "scaleout": ("bench.scaleout", "read and write for 1, 2, 4 workers on PostgreSQL + Redis beside SQLite"),
+    "faults": (
+        "bench.faults",
+        "stop, freeze or fill the database or Redis: time to detect and heal, failures",
+    ),
 }
 
 
