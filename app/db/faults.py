@@ -37,10 +37,11 @@ DETAILS: dict[FaultKind, str] = {
     "still work.",
 }
 
-# SQLite's messages for its result codes (sqlite3 gives no code on Python 3.11's OperationalError).
-_SQLITE_FULL = ("database or disk is full",)
-_SQLITE_READ_ONLY = ("attempt to write a readonly database", "readonly database")
-_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error", "database is locked")
+# SQLite's primary result codes (an extended code's low byte): SQLITE_FULL, SQLITE_READONLY; and those of a
+# database that cannot be reached: SQLITE_BUSY (the busy timeout passed), SQLITE_IOERR, SQLITE_CANTOPEN.
+_SQLITE_FULL = 13
+_SQLITE_READ_ONLY = 8
+_SQLITE_UNAVAILABLE = {5, 10, 14}
 # PostgreSQL's SQLSTATEs: 53100 disk_full, 25006 read_only_sql_transaction; classes 08 (connection),
 # 57P0x (shutting down, cannot connect now), 57014 (statement cancelled: our statement timeout), 53300.
 _PG_FULL = {"53100"}
@@ -73,15 +74,20 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def fault_of(exc: BaseException) -> FaultKind | None:
-    """The database fault behind ``exc`` (anywhere in its chain of causes), or None if it is none."""
-    for error in _chain(exc):
-        message = str(error).lower()
-        if isinstance(error, sqlite3.Error):
-            if any(text in message for text in _SQLITE_FULL):
+    """The database fault behind ``exc`` (anywhere in its chain of causes), or None if it is none.
+
+    What the database itself said (SQLite's result code, PostgreSQL's SQLSTATE) decides first: a
+    read-only SQLite connection is also reported as invalidated, and must still read as read-only."""
+    chain = list(_chain(exc))
+    for error in chain:
+        code = getattr(error, "sqlite_errorcode", None)
+        if isinstance(error, sqlite3.Error) and isinstance(code, int):
+            primary = code & 0xFF
+            if primary == _SQLITE_FULL:
                 return "full"
-            if any(text in message for text in _SQLITE_READ_ONLY):
+            if primary == _SQLITE_READ_ONLY:
                 return "read_only"
-            if any(text in message for text in _SQLITE_UNAVAILABLE):
+            if primary in _SQLITE_UNAVAILABLE:
                 return "unavailable"
         state = _sqlstate(error)
         if state is not None:
@@ -91,6 +97,7 @@ def fault_of(exc: BaseException) -> FaultKind | None:
                 return "read_only"
             if state.startswith(_PG_UNAVAILABLE_PREFIXES):
                 return "unavailable"
+    for error in chain:
         if isinstance(error, PoolTimeoutError | TimeoutError | ConnectionError):
             return "unavailable"
         if isinstance(error, DBAPIError) and error.connection_invalidated:
