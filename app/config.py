@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # How long a request waits for the database (connect, pool checkout, a statement, SQLite's write lock)
     # before it answers 503 with Retry-After.
     db_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    # How long a request's headers and body may take to arrive (app/http/slow_clients.py, for uvicorn).
+    client_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     vm_cache_entries: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 20_000
     # The change log keeps entries this many days, and at most this many entries (0: no cap).
     change_log_retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] = 90

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +75,12 @@ async def wait_healthy(server: ServerProcess, seconds: float = START_SECONDS) ->
     raise AssertionError(f"{server.url} did not start within {seconds} s:\n{server.output()}")
 
 
-def start_server_process(env: Mapping[str, str], log: Path, port: int | None = None) -> ServerProcess:
+def start_server_process(
+    env: Mapping[str, str], log: Path, port: int | None = None, options: Sequence[str] = ()
+) -> ServerProcess:
+    """``options``: more uvicorn options (``--http ...``)."""
     port = port or free_port()
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port), *options]
     with log.open("ab") as output:
         process = subprocess.Popen(
             [*command, "--log-level", "warning"],
@@ -91,10 +94,10 @@ def start_server_process(env: Mapping[str, str], log: Path, port: int | None = N
 
 @asynccontextmanager
 async def server_process(
-    env: Mapping[str, str], log: Path, port: int | None = None
+    env: Mapping[str, str], log: Path, port: int | None = None, options: Sequence[str] = ()
 ) -> AsyncIterator[ServerProcess]:
     """A started, healthy server process; stopped (by its PID) afterwards if it is still running."""
-    server = start_server_process(env, log, port)
+    server = start_server_process(env, log, port, options)
     try:
         await wait_healthy(server)
         yield server

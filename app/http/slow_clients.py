@@ -1,0 +1,73 @@
+"""A bound on slow clients: a request's head and body must arrive within ``VMS_CLIENT_TIMEOUT_SECONDS``.
+
+uvicorn waits for a request's headers and body as long as the client keeps the connection open (its
+keep-alive timeout only covers the quiet time between requests), so each client that sends half a
+request holds a socket and a file descriptor for good; v1 went from 17 to 717 descriptors with 500 of
+them. The application cannot see such a request (it is called once the headers are in), so the bound
+lives in uvicorn's HTTP protocol: use this class with
+
+    uvicorn --factory app:create_app --http app.http.slow_clients:BoundedHttpToolsProtocol ...
+
+A timer starts when a connection opens and when each request's first byte arrives, and stops when that
+request's last body byte has arrived; if it fires first, the connection is closed. A request being
+answered slowly by the application is not affected, nor is an upgraded WebSocket. Behind a reverse proxy
+the proxy's own limits apply on the client side (nginx: ``client_header_timeout``, ``client_body_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.config import get_settings
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    _timeout_seconds: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if BoundedHttpToolsProtocol._timeout_seconds is None:
+            BoundedHttpToolsProtocol._timeout_seconds = get_settings().client_timeout_seconds
+        self._request_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._request_timer = self.loop.call_later(self._timeout_seconds or 10.0, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _too_slow(self) -> None:
+        self._request_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        # Between requests, uvicorn's keep-alive timeout applies instead.
+        self._disarm()
+        super().on_response_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()
+        super().handle_websocket_upgrade()
