@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, get_type_hints
 
 import msgspec
 
@@ -24,12 +24,21 @@ SCALAR_ASSETS_DIR = PROJECT_ROOT / "app" / "static" / "scalar"
 SCALAR_ASSETS_PATH = "/docs/assets"
 
 
+class Problem(msgspec.Struct, kw_only=True):
+    """One offending or missing field of a 400: which (``key``), where (``source``), and why."""
+
+    message: str
+    key: str | None = None
+    source: str | None = None
+
+
 class ErrorBody(msgspec.Struct, kw_only=True):
-    """Every error answer has this shape (Litestar's own)."""
+    """Every error answer has this shape (Litestar's own). ``extra`` lists a 400's problems one by one
+    (declared as a list of one struct, which every client generator can read)."""
 
     status_code: int
     detail: str
-    extra: dict[str, Any] | list[Any] | None = None
+    extra: list[Problem] | None = None
 
 
 _DESCRIPTIONS = {
@@ -41,13 +50,16 @@ _DESCRIPTIONS = {
     412: "`If-Match` does not match the current ETag.",
     413: "Request body too large.",
     429: "Too many attempts; retry after `Retry-After` seconds.",
+    503: "The database is unreachable, too slow, full or read-only (said in `detail`); retry after "
+    "`Retry-After` seconds.",
 }
 
 
 def responses_for(*codes: int) -> dict[int, ResponseSpec]:
+    """The error answers of a route that uses the database: ``codes``, and 503 for a database fault."""
     return {
         code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
-        for code in codes
+        for code in (*codes, 503)
     }
 
 

@@ -26,6 +26,7 @@ CHANGE_SEQ_HEADER = "X-Change-Seq"
 total_count_header = ResponseHeader(
     name=TOTAL_COUNT_HEADER,
     description="Number of items matching the filters, ignoring limit and offset.",
+    value="0",  # documentation only: gives the header a schema (a string of digits)
     documentation_only=True,
     required=True,
 )
@@ -33,6 +34,7 @@ total_count_header = ResponseHeader(
 change_seq_header = ResponseHeader(
     name=CHANGE_SEQ_HEADER,
     description="Seq of the last change this list reflects: subscribe with ?since=<it> to miss nothing.",
+    value="0",  # documentation only: gives the header a schema (a string of digits)
     documentation_only=True,
     required=True,
 )

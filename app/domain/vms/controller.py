@@ -42,7 +42,10 @@ OS_FILTER_ITEM = Schema(type=OpenAPIType.STRING, min_length=1, max_length=100, p
 VMSort = Literal["id", "name", "cores", "ram", "disk", "os", "status", "created_at", "updated_at"]
 
 etag_header = ResponseHeader(
-    name="ETag", description="Version of the VM; send it back in If-Match.", documentation_only=True
+    name="ETag",
+    description="Version of the VM; send it back in If-Match.",
+    value='"1.1"',  # documentation only: gives the header a schema (a string)
+    documentation_only=True,
 )
 IfMatch = Annotated[
     str | None,
