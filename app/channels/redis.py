@@ -54,8 +54,12 @@ class NamespacedRedisPubSubBackend(RedisChannelsPubSubBackend):
         return [f"{self._channel_prefix}{channel}" for channel in channels]
 
     async def ping(self) -> Any:
-        """For ``/health``: bounded by the client's socket timeouts."""
-        return await self._redis.ping()
+        """For ``/health``: Redis answers (within the client's socket timeouts) and the bus is subscribed,
+        so "ok" after an outage means this process hears the others again, not only that Redis is up."""
+        answer = await self._redis.ping()
+        if self._broken:
+            raise ConnectionError("Redis answers, but the bus is not subscribed again yet")
+        return answer
 
     async def subscribe(self, channels: Iterable[str]) -> None:
         wire = self._wire(channels)
