@@ -206,9 +206,9 @@ def create_bus(
 ) -> tuple[ChannelsPlugin | None, ChannelsPing | None]:
     """Between processes, through Redis when configured (None otherwise), and how /health pings it.
 
-    The client has the short timeouts and no retries of :func:`_redis_client`: /health answers within
-    about a second while Redis is away, and the backend's own loop (app/channels/redis.py) does the
-    retrying, with backoff, and calls ``on_reconnect`` when its subscription is back."""
+    The client has the short timeouts of :func:`_redis_client`, so /health answers within about a second
+    while Redis is away; the backend's own loop (app/channels/redis.py) waits the outage out, with
+    backoff, and calls ``on_reconnect`` when its subscription is back."""
     if not settings.redis_url:
         return None, None
     # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
@@ -224,9 +224,9 @@ def create_bus(
 
 
 def _redis_client(url: str) -> Any:
-    """A client for the stores, the counters and the bus: short timeouts and no retries, so a request waits
-    about a second at most for an unreachable Redis before the counters fall back (app/security/throttle.py)
-    and /health says so; the bus's subscription reads with timeouts of its own.
+    """A client for the stores, the counters and the bus: short timeouts, so a request waits about a second
+    at most for an unreachable Redis before the counters fall back (app/security/throttle.py) and /health
+    says so; the bus's subscription reads with timeouts of its own.
 
     One immediate retry, on a dropped connection only: a connection pooled before Redis restarted fails at
     its first use ("Connection closed by server"), and without the retry that first request after the
