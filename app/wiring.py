@@ -95,8 +95,10 @@ class Wiring:
         self.feed = ChangeFeed(
             self.alchemy.get_session, self.events, read_from_log=lambda entity, key: copies[entity](key)
         )
-        # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll.
-        self.bus, self.channels_ping = create_bus(settings, on_reconnect=self.feed.wake)
+        # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll,
+        # and whatever else registered with when_bus_back catches up on what the bus may have lost.
+        self._bus_back: list[Callable[[], None]] = [self.feed.wake]
+        self.bus, self.channels_ping = create_bus(settings, on_reconnect=self._on_bus_back)
         self.write_gate = WriteGate(
             serialize_transactions=settings.is_sqlite, wait_seconds=settings.db_timeout_seconds
         )
@@ -114,6 +116,14 @@ class Wiring:
             after_commit=publish_changes(self.feed, self.events, self.bus),
         )
         self.write_gate.subscribe(after_commit=lambda _: self.database_faults.wrote())
+
+    def when_bus_back(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (it must not block or raise) each time the bus is back after a Redis outage."""
+        self._bus_back.append(callback)
+
+    def _on_bus_back(self) -> None:
+        for callback in self._bus_back:
+            callback()
 
     def collaborators(self) -> tuple[object, ...]:
         """What request handlers take from the app's state (see :mod:`app.state`)."""

@@ -189,7 +189,12 @@ async def test_while_redis_is_down_the_service_goes_on_and_listeners_catch_up_wh
     a, b = two_processes
     async with httpx.AsyncClient(timeout=10) as http:
         headers = bearer(await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=a.url))
-        async with listen(a, headers) as on_a, listen(b, headers) as on_b:
+        other_session = bearer(await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=a.url))
+        async with (
+            listen(a, headers) as on_a,
+            listen(b, headers) as on_b,
+            listen(a, other_session) as in_other_session,
+        ):
             await asyncio.sleep(0.3)
             private_redis.kill()
 
@@ -213,6 +218,8 @@ async def test_while_redis_is_down_the_service_goes_on_and_listeners_catch_up_wh
             assert [event["vm"]["id"] for event in seen_on_b] == during
             assert [event["vm"]["id"] for event in seen_on_a] == during
 
+            # A logout through B while down: its revocation cannot reach A over the bus now.
+            assert (await http.post(f"{b.url}/logout", headers=other_session)).status_code == 204
             # A write on A while down too, then Redis returns: the first requests after it are no 500.
             during.append(await create(http, a, headers, "during-on-a"))
             private_redis.restart()
@@ -231,6 +238,8 @@ async def test_while_redis_is_down_the_service_goes_on_and_listeners_catch_up_wh
             async with asyncio.timeout(HEAL_SECONDS):
                 rest_a = await receive(on_a, 1 + len(after))
                 rest_b = await receive(on_b, 1 + len(after))
+            # A asks the database which of its sockets' sessions ended while the bus was away.
+            await closed_within(in_other_session, HEAL_SECONDS - (time.monotonic() - returned))
             healed = time.monotonic() - returned
             assert healed < HEAL_SECONDS
             events_a, events_b = seen_on_a + rest_a, seen_on_b + rest_b
