@@ -71,6 +71,7 @@ def _build_app(settings: Settings) -> Litestar:
         log.warning(warning)
     wiring = Wiring(settings, exclude_from_auth=PUBLIC_PATHS)
     connections = ConnectionRegistry(wiring.channels, wiring.alchemy.get_session)
+    wiring.when_bus_back(connections.recheck_sessions)  # a logout elsewhere may not have reached us
 
     async def on_startup(app: Litestar) -> None:
         await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)

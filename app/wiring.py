@@ -62,7 +62,6 @@ class Wiring:
         self.alchemy: SQLAlchemyAsyncConfig = create_alchemy_config(settings, self.engine)
         # Listeners are served by this process's fan-out; other processes are reached through the bus.
         self.channels = create_fanout(settings)
-        self.bus, self.channels_ping = create_bus(settings)
         # The caches are exact only while this process makes every write: off when workers share Redis.
         single_process = not settings.redis_url
         self.principals = Principals(
@@ -96,6 +95,10 @@ class Wiring:
         self.feed = ChangeFeed(
             self.alchemy.get_session, self.events, read_from_log=lambda entity, key: copies[entity](key)
         )
+        # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll,
+        # and whatever else registered with when_bus_back catches up on what the bus may have lost.
+        self._bus_back: list[Callable[[], None]] = [self.feed.wake]
+        self.bus, self.channels_ping = create_bus(settings, on_reconnect=self._on_bus_back)
         self.write_gate = WriteGate(
             serialize_transactions=settings.is_sqlite, wait_seconds=settings.db_timeout_seconds
         )
@@ -113,6 +116,14 @@ class Wiring:
             after_commit=publish_changes(self.feed, self.events, self.bus),
         )
         self.write_gate.subscribe(after_commit=lambda _: self.database_faults.wrote())
+
+    def when_bus_back(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (it must not block or raise) each time the bus is back after a Redis outage."""
+        self._bus_back.append(callback)
+
+    def _on_bus_back(self) -> None:
+        for callback in self._bus_back:
+            callback()
 
     def collaborators(self) -> tuple[object, ...]:
         """What request handlers take from the app's state (see :mod:`app.state`)."""
@@ -200,32 +211,43 @@ def create_fanout(settings: Settings) -> ChannelsPlugin:
     )
 
 
-def create_bus(settings: Settings) -> tuple[ChannelsPlugin | None, ChannelsPing | None]:
-    """Between processes, through Redis when configured (None otherwise), and how /health pings it."""
+def create_bus(
+    settings: Settings, *, on_reconnect: Callable[[], None] | None = None
+) -> tuple[ChannelsPlugin | None, ChannelsPing | None]:
+    """Between processes, through Redis when configured (None otherwise), and how /health pings it.
+
+    The client has the short timeouts of :func:`_redis_client`, so /health answers within about a second
+    while Redis is away; the backend's own loop (app/channels/redis.py) waits the outage out, with
+    backoff, and calls ``on_reconnect`` when its subscription is back."""
     if not settings.redis_url:
         return None, None
     # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
-    from redis.asyncio import Redis
-
     from app.channels.redis import NamespacedRedisPubSubBackend
 
-    redis = Redis.from_url(settings.redis_url)
-    bus = ChannelsPlugin(
-        backend=NamespacedRedisPubSubBackend(redis=redis, namespace=settings.redis_namespace),
-        channels=[BUS_CHANGES, REVOCATIONS_CHANNEL],
-        subscriber_class=CutOffSubscriber,
+    backend = NamespacedRedisPubSubBackend(
+        redis=_redis_client(settings.redis_url), namespace=settings.redis_namespace, on_reconnect=on_reconnect
     )
-    return bus, redis.ping
+    bus = ChannelsPlugin(
+        backend=backend, channels=[BUS_CHANGES, REVOCATIONS_CHANNEL], subscriber_class=CutOffSubscriber
+    )
+    return bus, backend.ping
 
 
 def _redis_client(url: str) -> Any:
-    """A client for the stores and counters: short timeouts and no retries, so a request waits about a
-    second at most for an unreachable Redis before the counters fall back (app/security/throttle.py)."""
+    """A client for the stores, the counters and the bus: short timeouts, so a request waits about a second
+    at most for an unreachable Redis before the counters fall back (app/security/throttle.py) and /health
+    says so; the bus's subscription reads with timeouts of its own.
+
+    One immediate retry, on a dropped connection only: a connection pooled before Redis restarted fails at
+    its first use ("Connection closed by server"), and without the retry that first request after the
+    restart fell back or dropped its hint. A timeout is not retried, so the wait stays about a second."""
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
-    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=retry)
 
 
 def create_stores(settings: Settings) -> dict[str, Store]:

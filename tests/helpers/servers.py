@@ -123,11 +123,35 @@ class PrivateRedis:
 
     url: str
     process: subprocess.Popen[bytes]
+    command: list[str]
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """A new, empty ``redis-server`` on the same port (killing this one first), answering on return."""
+        self.kill()
+        self.process = _start_redis(self.command, self.url)
+
+
+def _start_redis(command: list[str], url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        for _ in range(250):
+            try:
+                client.ping()
+                return process
+            except redis.ConnectionError:
+                assert process.poll() is None, "redis-server exited at start"
+                time.sleep(0.02)
+    finally:
+        client.close()
+    process.kill()
+    process.wait(timeout=10)
+    raise AssertionError(f"redis-server did not answer on {url}")
 
 
 @contextmanager
@@ -139,22 +163,10 @@ def private_redis_server() -> Iterator[PrivateRedis]:
             pytest.fail("redis-server is not installed: CI must run the Redis fault tests")
         pytest.skip("redis-server is not installed")
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = PrivateRedis(url=f"redis://127.0.0.1:{port}/0", process=process)
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    url = f"redis://127.0.0.1:{port}/0"
+    server = PrivateRedis(url=url, process=_start_redis(command, url), command=command)
     try:
-        client = redis.Redis.from_url(server.url, socket_timeout=1)
-        for _ in range(250):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None, "redis-server exited at start"
-                time.sleep(0.02)
-        client.close()
         yield server
     finally:
         server.kill()

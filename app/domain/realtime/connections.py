@@ -23,10 +23,12 @@ from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.security.jwt import Token
+from sqlalchemy import select
 
 from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL
 from app.channels.subscribers import CutOffSubscriber
 from app.db.engine import SessionFactory
+from app.domain.auth.models import AuthSession
 from app.domain.users.models import ROLE_ADMIN, User
 from app.security.jwt import session_id_of
 
@@ -122,6 +124,35 @@ class ConnectionRegistry:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._rechecks)
+
+    def recheck_sessions(self) -> None:
+        """Close the sockets of sessions that ended meanwhile, as the database says (in a task).
+
+        Called when the bus between processes is back after a Redis outage: a logout through another
+        process reaches this one only through the bus (sessions are not in the change log), so its
+        revocation may have been lost while Redis was away."""
+        task = asyncio.get_running_loop().create_task(self._close_ended_sessions())
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
+    async def _close_ended_sessions(self) -> None:
+        open_ids = {
+            registration.session_id
+            for sockets in self._by_user.values()
+            for registration in sockets
+            if registration.session_id is not None
+        }
+        if not open_ids:
+            return
+        query = select(AuthSession.id).where(AuthSession.id.in_(open_ids), AuthSession.ended_at.is_not(None))
+        try:
+            async with self._session_factory() as session:
+                ended = (await session.scalars(query)).all()
+        except Exception as exc:  # the database is away too: its own fault is reported on its own
+            log.warning("could not check the sessions of open sockets", error=type(exc).__name__)
+            return
+        for session_id in ended:
+            self._end_session(session_id)
 
     def _on_event(self, payload: bytes) -> None:
         # Runs inside the channels plugin's distribution loop: it must neither block nor raise.
