@@ -68,21 +68,28 @@ async def wait_refused(http: httpx.AsyncClient, url: str, token: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_the_commands_beside_a_running_server(tmp_path: Path) -> None:
+async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = sqlite_env(tmp_path)
     async with server_process(env, tmp_path / "server.log") as server, httpx.AsyncClient(timeout=10) as http:
-        # No administrador yet: the start-up log says how to create one, and that command works.
+        # No administrador yet: the start-up log says how to create one, and that command works, quietly;
+        # with stdin closed and a value missing, a command refuses at once instead of asking.
         startup = server.output()
         assert "no administrador exists; create one with: uv run litestar users create --role" in startup
-        code, output = await run_cli(
-            env,
-            *("users", "create", "--role", "administrador", "--email", ADMIN, "--name", "Root"),
-            "--password-stdin",
-            input=f"{ADMIN_PASSWORD}\n",
+        (code, output), (code_ask, out_ask) = await asyncio.gather(
+            run_cli(
+                env,
+                *("users", "create", "--role", "administrador", "--email", ADMIN, "--name", "Root"),
+                "--password-stdin",
+                input=f"{ADMIN_PASSWORD}\n",
+            ),
+            run_cli(env, "users", "create", "--email", "third@example.com", "--role", "cliente"),
         )
         assert code == 0, output
-        assert ALEMBIC_LINE not in output  # quiet without --verbose
+        assert ALEMBIC_LINE not in output
         assert_no_secrets(output, ADMIN_PASSWORD)
+        assert code_ask == 1, out_ask
+        assert "--name is required" in one_error_line(out_ask)
+
         admin = bearer(await login(http, ADMIN, ADMIN_PASSWORD, base_url=server.url))
         created = await http.post(
             f"{server.url}/users",
@@ -93,9 +100,9 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path) -> None:
         client_id = created.json()["id"]
         client_token = await login(http, CLIENT, CLIENT_PASSWORD, base_url=server.url)
 
-        code, output = await run_cli(env, "users", "sessions", CLIENT, "--json")
-        assert code == 0, output
-        (session,) = json.loads(output)
+        # The same commands in this process (a thread: they run their own event loop), same database.
+        use_environment(monkeypatch, env)
+        (session,) = json.loads(await asyncio.to_thread(ok, "sessions", CLIENT, "--json"))
         assert set(session) == {"id", "created_at", "ip", "user_agent"}
         assert session["ip"] == "127.0.0.1"
         assert session["user_agent"].startswith("python-httpx")
@@ -109,30 +116,8 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path) -> None:
         assert "1 session(s) ended" in output
         assert_no_secrets(output, NEW_PASSWORD)
         await wait_refused(http, server.url, client_token)
+        assert json.loads(await asyncio.to_thread(ok, "sessions", CLIENT, "--json")) == []
         await login(http, CLIENT, NEW_PASSWORD, base_url=server.url)
-
-        # Refusals, a listing and a prompt-less command with stdin closed: none of them changes anything.
-        (
-            (code_role, out_role),
-            (code_delete, out_delete),
-            (code_list, out_list),
-            (code_ask, out_ask),
-        ) = await asyncio.gather(
-            run_cli(env, "users", "set-role", ADMIN, "cliente"),
-            run_cli(env, "users", "delete", ADMIN, "--yes"),
-            run_cli(env, "users", "list"),
-            run_cli(env, "users", "create", "--email", "third@example.com", "--role", "cliente"),
-        )
-        for code, output in ((code_role, out_role), (code_delete, out_delete)):
-            assert code == 1, output
-            assert "last administrador" in one_error_line(output)
-        assert code_ask == 1, out_ask
-        assert "--name is required" in one_error_line(out_ask)
-        assert code_list == 0, out_list
-        header, *rows = out_list.splitlines()
-        assert header.split() == ["id", "name", "email", "rol", "created_at"]
-        assert [row.split()[2:4] for row in rows] == [[ADMIN, "administrador"], [CLIENT, "cliente"]]
-        assert_no_secrets(out_list, ADMIN_PASSWORD, CLIENT_PASSWORD, NEW_PASSWORD)
 
         changes = await http.get(f"{server.url}/changes", params={"entity": "user"}, headers=admin)
         assert changes.status_code == 200, changes.text
@@ -157,20 +142,31 @@ async def test_database_upgrade_runs_without_a_prompt(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the same commands in this process
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """VMS_* for the commands (they read the process environment through the cached get_settings)."""
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """The commands read the environment through the cached get_settings: read it anew for each test."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def use_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """VMS_* for the commands run in this process: ``env`` and nothing else."""
     for name in list(os.environ):
         if name.startswith("VMS_"):
             monkeypatch.delenv(name)
-    env = sqlite_env(tmp_path)
-    if database_url != "sqlite":
-        env["VMS_DATABASE_URL"] = database_url
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    yield env
-    get_settings.cache_clear()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = sqlite_env(tmp_path)
+    if database_url != "sqlite":
+        env["VMS_DATABASE_URL"] = database_url
+    use_environment(monkeypatch, env)
+    return env
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -248,6 +244,14 @@ def test_create_set_role_delete_and_their_refusals(cli_env: dict[str, str]) -> N
     assert [u["email"] for u in listed("--rol", "cliente")] == ["c@example.com"]
     output = ok("list", "--json")
     assert_no_secrets(output, ADMIN_PASSWORD, "second-password", "c" * 8)
+    header, *rows = ok("list").splitlines()
+    assert header.split() == ["id", "name", "email", "rol", "created_at"]
+    assert [row.split()[2:4] for row in rows] == [
+        [ADMIN, "administrador"],
+        ["second@example.com", "administrador"],
+        ["c@example.com", "cliente"],
+    ]
+    assert_no_secrets("\n".join(rows), ADMIN_PASSWORD, "second-password", "c" * 8)
 
     ok("set-role", "second@example.com", "cliente")
     assert "last administrador" in refused("set-role", ADMIN, "cliente")
