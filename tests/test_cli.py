@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -279,3 +281,22 @@ def test_create_set_role_delete_and_their_refusals(cli_env: dict[str, str]) -> N
     ]
     assert changes[3]["after"]["rol"] == "cliente"
     assert changes[5]["after"]["rol"] == "administrador"
+
+
+def test_in_a_terminal_the_missing_values_are_asked_for(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdin a pseudo-terminal: the role, email and name are prompted for (the password is given, since a
+    hidden prompt would read the controlling terminal of whoever runs the tests)."""
+    controller, terminal = pty.openpty()
+    with os.fdopen(terminal, "r", closefd=True) as stdin:
+        os.write(controller, b"cliente\nasked@example.com\nAsked Name\n")
+        monkeypatch.setattr(sys, "stdin", stdin)
+        users_group.main(["create", "--password", "long-enough-1"], standalone_mode=False)
+    os.close(controller)
+    prompts = capsys.readouterr().out
+    for label in ("Role (administrador, cliente):", "Email:", "Name:"):
+        assert label in prompts, prompts
+    assert [(u["email"], u["name"], u["rol"]) for u in listed()] == [
+        ("asked@example.com", "Asked Name", "cliente")
+    ]
