@@ -23,11 +23,12 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 from litestar.testing import TestClient
+from websockets.asyncio.client import connect
 
 from app import create_app
 from app.cli import users_group
 from app.config import get_settings, load_settings
-from tests.helpers import bearer, login
+from tests.helpers import bearer, decode, login
 from tests.helpers.assertions import assert_no_internals, assert_no_secrets, assert_user
 from tests.helpers.processes import run_cli, server_process
 
@@ -92,7 +93,8 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
         assert code_ask == 1, out_ask
         assert "--name is required" in one_error_line(out_ask)
 
-        admin = bearer(await login(http, ADMIN, ADMIN_PASSWORD, base_url=server.url))
+        admin_token = await login(http, ADMIN, ADMIN_PASSWORD, base_url=server.url)
+        admin = bearer(admin_token)
         created = await http.post(
             f"{server.url}/users",
             json={"name": "Client", "email": CLIENT, "password": CLIENT_PASSWORD, "rol": "cliente"},
@@ -109,10 +111,19 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
         assert session["ip"] == "127.0.0.1"
         assert session["user_agent"].startswith("python-httpx")
 
-        # Resetting the password ends the sessions: the running server refuses the token it issued.
+        # Resetting the password ends the sessions: the running server refuses the token it issued, and
+        # its live listeners get the change.
+        listener = await connect(
+            f"{server.ws_url}/ws/users", additional_headers=admin, open_timeout=10, close_timeout=2
+        )
         code, output = await run_cli(
             env, "users", "--verbose", "reset-password", CLIENT, "--password-stdin", input=NEW_PASSWORD
         )
+        async with listener:
+            frame = await asyncio.wait_for(listener.recv(), REFUSAL_SECONDS)
+        assert_no_secrets(str(frame), NEW_PASSWORD)
+        event = decode(frame)
+        assert (event["event"], event["user"]["id"], event["actor_id"]) == ("user_updated", client_id, None)
         assert code == 0, output
         assert ALEMBIC_LINE in output  # --verbose shows the migrations' lines
         assert "1 session(s) ended" in output
