@@ -39,7 +39,7 @@ from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
 from app.state import collaborators
-from app.wiring import Wiring, create_stores, ensure_configured_admin
+from app.wiring import Wiring, create_stores, ensure_configured_admin, report_missing_admin
 
 __version__ = "0.1.0"
 log = structlog.get_logger("vms")
@@ -77,6 +77,7 @@ def _build_app(settings: Settings) -> Litestar:
         await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)
         await wiring.start_serving()  # first: the start-up administrador's creation is published
         await ensure_configured_admin(wiring)
+        await report_missing_admin(wiring)
         await connections.start()
         tune_for_serving()  # last: everything built so far lives as long as the app
 

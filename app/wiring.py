@@ -189,7 +189,8 @@ def publish_changes(feed: ChangeFeed, events: EventFanout, bus: ChannelsPlugin |
             if change.entity in LOGGED_ENTITIES and bus is not None and change.seq is not None:
                 bus.publish(str(change.seq).encode(), BUS_CHANGES)
             elif change.entity == SESSION_ENTITY and change.action == "updated":
-                events.session_ended(change.entity_id)
+                if feed.serving:  # the command line has no sockets (nor a running fan-out) of its own
+                    events.session_ended(change.entity_id)
                 if bus is not None:
                     bus.publish(session_frame(change.entity_id), REVOCATIONS_CHANNEL)
 
@@ -300,6 +301,20 @@ async def ensure_configured_admin(wiring: Wiring) -> None:
             return
     if user is not None:
         log.info("created the configured administrador", email=user.email, user_id=user.id)
+
+
+# In a terminal it asks for the password (hidden); a script adds --password-stdin and pipes it.
+CREATE_ADMIN_COMMAND = (
+    "uv run litestar users create --role administrador --email admin@example.com --name Admin"
+)
+
+
+async def report_missing_admin(wiring: Wiring) -> None:
+    """One line at start when nobody can administer this deployment yet: the command that fixes it."""
+    async with wiring.alchemy.get_session() as session:
+        if await user_service(wiring, session).has_admin():
+            return
+    log.warning(f"no administrador exists; create one with: {CREATE_ADMIN_COMMAND}")
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ talk to the app through Litestar's synchronous test client.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -227,7 +228,9 @@ def run(*args: str, input: str | None = None) -> Result:
 
 
 def listed(result: Result) -> list[list[str]]:
-    return [line.split("\t") for line in result.output.splitlines() if line.count("\t") == 3]
+    """``users list --json`` as rows of id, rol, email, name."""
+    assert result.exit_code == 0, result.output
+    return [[str(u["id"]), u["rol"], u["email"], u["name"]] for u in json.loads(result.output)]
 
 
 def test_create_admin_then_sign_in(cli_env: dict[str, str]) -> None:
@@ -238,7 +241,7 @@ def test_create_admin_then_sign_in(cli_env: dict[str, str]) -> None:
     assert "root@example.com" in result.output
     assert "cli-password-1" not in result.output
 
-    rows = listed(run("list"))
+    rows = listed(run("list", "--json"))
     assert [row[1:] for row in rows] == [["administrador", "root@example.com", "Root"]]
 
     app = create_app(load_settings(dict(os.environ)))
@@ -256,11 +259,11 @@ def test_create_admin_then_sign_in(cli_env: dict[str, str]) -> None:
         assert client.get("/users", headers=headers).status_code == 200
 
 
-def test_create_admin_prompts_for_the_password(cli_env: dict[str, str]) -> None:
-    result = run("create-admin", input="ops@example.com\nprompted-password\nprompted-password\n")
+def test_create_admin_reads_the_password_from_stdin(cli_env: dict[str, str]) -> None:
+    result = run("create-admin", "--email", "ops@example.com", "--password-stdin", input="piped-password\n")
     assert result.exit_code == 0, result.output
-    assert "prompted-password" not in result.output  # hidden input is not echoed
-    assert [row[2] for row in listed(run("list"))] == ["ops@example.com"]
+    assert "piped-password" not in result.output
+    assert [row[2] for row in listed(run("list", "--json"))] == ["ops@example.com"]
 
 
 def test_create_admin_refuses_bad_input_and_duplicates(cli_env: dict[str, str]) -> None:
@@ -274,7 +277,7 @@ def test_create_admin_refuses_bad_input_and_duplicates(cli_env: dict[str, str]) 
         result = run("create-admin", *args)
         assert result.exit_code != 0, (args, result.output)
         assert "Traceback" not in result.output
-    assert [row[2] for row in listed(run("list"))] == ["a@example.com"]
+    assert [row[2] for row in listed(run("list", "--json"))] == ["a@example.com"]
 
 
 def test_users_commands_are_registered_with_the_litestar_cli(cli_env: dict[str, Any]) -> None:

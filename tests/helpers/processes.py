@@ -105,9 +105,14 @@ async def server_process(
         server.stop()
 
 
-async def run_cli(env: Mapping[str, str], *args: str, seconds: float = 60.0) -> tuple[int, str]:
+async def run_cli(
+    env: Mapping[str, str], *args: str, input: str | None = None, seconds: float = 60.0
+) -> tuple[int, str]:
     """``python -m litestar <args>`` in the project, without blocking the event loop (a live server in this
-    loop keeps serving meanwhile); its exit code and output. Killed by its PID if it outlasts ``seconds``."""
+    loop keeps serving meanwhile); its exit code and output. Killed by its PID if it outlasts ``seconds``.
+
+    Its stdin is ``input`` through a pipe, or closed (``/dev/null``) without one: never a terminal, so a
+    command that would prompt must refuse instead."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -115,11 +120,13 @@ async def run_cli(env: Mapping[str, str], *args: str, seconds: float = 60.0) -> 
         *args,
         cwd=PROJECT_ROOT,
         env=vms_environment(env),
+        stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), seconds)
+        sent = None if input is None else input.encode()
+        output, _ = await asyncio.wait_for(process.communicate(sent), seconds)
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
@@ -27,3 +28,12 @@ class TokenResponse(Struct, kw_only=True):
     access_token: str
     token_type: Literal["bearer"]
     expires_in: Annotated[int, Meta(description="Seconds until the token expires.")]
+
+
+class SessionRead(Struct, kw_only=True):
+    """An open sign-in session as an operator sees it (no token, nothing secret)."""
+
+    id: int
+    created_at: datetime
+    ip: str | None
+    user_agent: str | None

@@ -7,7 +7,7 @@ from typing import Any
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.transactions import Change, WriteGate
@@ -40,6 +40,31 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
             )
             transaction.record(Change(SESSION_ENTITY, "created", record.id, actor_id=user.id))
         return record
+
+    async def open_sessions(self, user_id: int) -> list[AuthSession]:
+        """The user's sessions that have not ended, oldest first."""
+        found = await self.repository.session.scalars(
+            select(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
+            .order_by(AuthSession.id)
+        )
+        return list(found)
+
+    async def end_all(self, user_id: int, actor: User | None) -> list[int]:
+        """End every open session of the user (``actor`` None: the operator); the ids of those ended."""
+        async with self.write_gate.transaction(self.repository.session) as transaction:
+            ended = await self.repository.session.scalars(
+                update(AuthSession)
+                .where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
+                .values(ended_at=datetime.now(UTC))
+                .returning(AuthSession.id)
+            )
+            ids = list(ended)
+            for session_id in ids:
+                transaction.record(
+                    Change(SESSION_ENTITY, "updated", session_id, actor_id=actor.id if actor else None)
+                )
+        return ids
 
     async def end(self, session_id: int, actor: User) -> None:
         """Mark the session ended (durably), so every token issued in it is refused from now on."""

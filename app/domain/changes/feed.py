@@ -79,6 +79,11 @@ class ChangeFeed:
             last, pruned = (await session.execute(_HEAD)).one()
         return int(last), int(pruned)
 
+    @property
+    def serving(self) -> bool:
+        """Whether this process serves listeners (false on the command line)."""
+        return self._task is not None
+
     def committed(self, changes: Sequence[Change]) -> None:
         """This process's own commit (after commit, in commit order): delivered unless one is missing."""
         if self._task is None:  # not serving listeners (the command line)

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from advanced_alchemy.extensions.litestar.exception_handler import ConflictError
-from advanced_alchemy.filters import StatementFilter
+from advanced_alchemy.filters import CollectionFilter, OrderBy, StatementFilter
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.exceptions import NotFoundException, PermissionDeniedException
@@ -23,12 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.pages import read_page
 from app.db.transactions import Change, WriteGate
 from app.domain.changes.services import LAST_SEQ
-from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, USER_ENTITY, User
+from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, USER_ENTITY, Role, User
 from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
 from app.security.passwords import PasswordHasher
 
 EMAIL_TAKEN = "A user with this email already exists"
 LAST_ADMIN = "The last administrador cannot be demoted or deleted"
+
+
+def _id(actor: User | None) -> int | None:
+    return actor.id if actor is not None else None
 
 
 def to_read(user: User) -> UserRead:
@@ -75,19 +79,19 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             except (DuplicateKeyError, IntegrityError) as exc:
                 raise ConflictError(EMAIL_TAKEN) from exc
             transaction.record(
-                Change(
-                    USER_ENTITY, "created", user.id, after=to_read(user), actor_id=actor.id if actor else None
-                )
+                Change(USER_ENTITY, "created", user.id, after=to_read(user), actor_id=_id(actor))
             )
         return user
 
-    async def update_user(self, user_id: int, data: UserUpdate, actor: User) -> User:
+    async def update_user(self, user_id: int, data: UserUpdate, actor: User | None) -> User:
+        """``actor`` None is the operator (the command line): an administrador's rights, and no
+        current password to give."""
         changes = data.changes()
-        if "rol" in changes and not actor.is_admin:
+        if "rol" in changes and actor is not None and not actor.is_admin:
             raise PermissionDeniedException("Only an administrador can change a role")
         new_hash: str | None = None
         if isinstance(data.password, str):
-            if actor.id == user_id:
+            if actor is not None and actor.id == user_id:
                 # Someone holding a stolen token must not be able to lock the owner out.
                 current = data.current_password if isinstance(data.current_password, str) else ""
                 if not await self.hasher.verify(current, actor.password_hash):
@@ -114,11 +118,11 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             after = to_read(user)
             if after != before:  # nothing changed, nothing to record (a new password moves updated_at)
                 transaction.record(
-                    Change(USER_ENTITY, "updated", user_id, before=before, after=after, actor_id=actor.id)
+                    Change(USER_ENTITY, "updated", user_id, before=before, after=after, actor_id=_id(actor))
                 )
         return user
 
-    async def delete_user(self, user_id: int, actor: User) -> None:
+    async def delete_user(self, user_id: int, actor: User | None) -> None:
         async with self.write_gate.transaction(self.repository.session) as transaction:
             user = await self._get_for_update(user_id)
             if user.rol == ROLE_ADMIN:
@@ -126,11 +130,21 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             before = to_read(user)
             await self.repository.session.delete(user)
             await self.repository.session.flush()
-            transaction.record(Change(USER_ENTITY, "deleted", user_id, before=before, actor_id=actor.id))
+            transaction.record(Change(USER_ENTITY, "deleted", user_id, before=before, actor_id=_id(actor)))
+
+    async def list_all(self, rol: Role | None = None) -> list[User]:
+        """Every account in id order, of one role when given (the command line's listing)."""
+        filters: list[StatementFilter] = [OrderBy("id", "asc")]
+        if rol is not None:
+            filters.append(CollectionFilter("rol", [rol]))
+        return list(await self.get_many(*filters))
+
+    async def has_admin(self) -> bool:
+        return await self.repository.exists(rol=ROLE_ADMIN)
 
     async def ensure_admin(self, *, email: str, password: str, name: str) -> User | None:
         """Create this administrador unless one already exists (start-up bootstrap)."""
-        if await self.repository.exists(rol=ROLE_ADMIN):
+        if await self.has_admin():
             return None
         data = UserCreate(name=name, email=email, password=password, rol=ROLE_ADMIN)
         return await self.create_user(data, actor=None)
