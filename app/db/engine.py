@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
@@ -45,7 +46,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         sqlite_fastpath.install(engine)
         return engine
     timeout = settings.db_timeout_seconds
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -56,6 +57,21 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={"timeout": timeout, "command_timeout": timeout},
         hide_parameters=True,  # a failed statement's log line must not carry a password hash
     )
+    _drop_invalidated_at_once(engine)
+    return engine
+
+
+def _drop_invalidated_at_once(engine: AsyncEngine) -> None:
+    """Close an invalidated PostgreSQL connection by dropping its socket, without a word to the server.
+
+    SQLAlchemy first tries a graceful close (a Terminate message, up to 2 s), which a frozen server never
+    answers: a request whose pre-ping timed out would wait that long again before its 503. The server ends
+    the backend when the socket closes, so nothing is left behind."""
+
+    def terminate(dbapi_connection: Any) -> None:
+        dbapi_connection.driver_connection.terminate()
+
+    engine.sync_engine.dialect.do_terminate = terminate  # type: ignore[method-assign]
 
 
 def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:
