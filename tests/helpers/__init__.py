@@ -62,6 +62,7 @@ from tests.helpers.environment import (
     scratch_postgres_database,
     truncate_postgres,
 )
+from tests.helpers.postgres_server import PostgresCluster, postgres_binaries
 from tests.helpers.processes import (
     PROJECT_ROOT,
     ServerProcess,
@@ -77,6 +78,7 @@ from tests.helpers.servers import (
     client_with,
     dispose_engines,
     free_port,
+    private_postgres_server,
     private_redis_server,
     run_server,
     server_with,
@@ -128,6 +130,7 @@ __all__ = [
     "VM_FIELDS",
     "Account",
     "LiveServer",
+    "PostgresCluster",
     "PrivateRedis",
     "ServerProcess",
     "admin_account",
@@ -165,6 +168,8 @@ __all__ = [
     "make_settings",
     "names_a_password",
     "postgres_admin_sql",
+    "postgres_binaries",
+    "private_postgres_server",
     "private_redis_server",
     "read_log",
     "receive_event",
