@@ -62,7 +62,7 @@ from tests.helpers.environment import (
     scratch_postgres_database,
     truncate_postgres,
 )
-from tests.helpers.postgres_server import PostgresCluster, postgres_binaries
+from tests.helpers.postgres_server import PostgresCluster, private_postgres_server
 from tests.helpers.processes import (
     PROJECT_ROOT,
     ServerProcess,
@@ -78,7 +78,6 @@ from tests.helpers.servers import (
     client_with,
     dispose_engines,
     free_port,
-    private_postgres_server,
     private_redis_server,
     run_server,
     server_with,
@@ -168,7 +167,6 @@ __all__ = [
     "make_settings",
     "names_a_password",
     "postgres_admin_sql",
-    "postgres_binaries",
     "private_postgres_server",
     "private_redis_server",
     "read_log",

@@ -1,5 +1,4 @@
-"""Running the app: on a live uvicorn server (for WebSocket), with other settings; a private Redis or
-PostgreSQL cluster."""
+"""Running the app: on a live uvicorn server (for WebSocket), with other settings, and a private Redis."""
 
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ from app import create_app
 from app.config import Settings
 from app.state import collaborator
 from tests.helpers.environment import IN_CI, make_settings
-from tests.helpers.postgres_server import PostgresCluster, postgres_binaries
 
 
 def free_port() -> int:
@@ -160,24 +158,3 @@ def private_redis_server() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.kill()
-
-
-# ---------------------------------------------------------------- a PostgreSQL cluster of the test's own
-
-
-@contextmanager
-def private_postgres_server() -> Iterator[PostgresCluster]:
-    """A started :class:`PostgresCluster` (tests/helpers/postgres_server.py), stopped by its PID and deleted
-    afterwards; the shared server is never touched. Skipped without the PostgreSQL binaries, except in CI."""
-    binaries = postgres_binaries()
-    if binaries is None:
-        message = "the PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-        if IN_CI:
-            pytest.fail(f"{message}: CI must run the PostgreSQL fault tests")
-        pytest.skip(message)
-    cluster = PostgresCluster(binaries)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
