@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -151,21 +151,21 @@ async def assert_heals(client: Client) -> tuple[float, list[str]]:
         await asyncio.sleep(0.1)
 
 
-async def assert_ws_does_not_hang(server: ServerProcess, client: Client) -> None:
-    """A WebSocket connect (with a ``since`` replay, which reads the log) ends within the bound: refused,
-    closed, or open; never stuck in the handshake."""
+async def assert_ws_closed_try_again_later(server: ServerProcess, client: Client) -> None:
+    """A WebSocket connect (with a ``since`` replay, which reads the log) is closed within the bound with
+    1013 "try again later", never left hanging in the handshake."""
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(BOUND):
-            async with connect(
-                f"{server.ws_url}/ws/vms?since=0", additional_headers=client.headers, open_timeout=BOUND
-            ) as socket:
-                await socket.recv()
-    except (InvalidStatus, ConnectionClosed):  # today: closed with 4500 once the handshake is accepted
-        pass
-    except TimeoutError:
-        raise AssertionError(f"the WebSocket was neither refused nor closed within {BOUND} s") from None
+    with pytest.raises(ConnectionClosed) as closed:  # a TimeoutError here: it hung
+        async with (
+            asyncio.timeout(BOUND),
+            connect(f"{server.ws_url}/ws/vms?since=0", additional_headers=client.headers) as socket,
+        ):
+            await socket.recv()
     assert time.monotonic() - started <= BOUND + 0.5
+    received = closed.value.rcvd
+    assert received is not None, "closed without a close frame"
+    assert received.code == 1013, received
+    assert "database" in received.reason.lower(), received
 
 
 def log_since(server: ServerProcess, offset: int) -> str:
@@ -199,7 +199,7 @@ async def test_stopped_server_answers_503_at_once_and_heals_without_a_restart(
     cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     """``pg_ctl stop``: login, reads, writes answer 503 (Retry-After, JSON detail) within the timeout,
-    /health 503, a WebSocket connect ends at once; after ``pg_ctl start`` every request succeeds again with
+    /health 503, a WebSocket is closed with 1013; after ``pg_ctl start`` every request succeeds again with
     no 500 (the pooled connections the stop killed are never used), the write made before is still there,
     and the log holds one line for the outage's start and one for its end, no traceback."""
     async with vms_on(vms_env(cluster), tmp_path / "vms.log") as (server, http):
@@ -211,7 +211,7 @@ async def test_stopped_server_answers_503_at_once_and_heals_without_a_restart(
         cluster.stop()
         await assert_all_unavailable(client)
         await assert_all_unavailable(client)
-        await assert_ws_does_not_hang(server, client)
+        await assert_ws_closed_try_again_later(server, client)
 
         cluster.start()
         _, created = await assert_heals(client)
@@ -225,7 +225,8 @@ async def test_frozen_server_answers_503_within_the_timeout_and_heals_after_sigc
 ) -> None:
     """Every process of the cluster SIGSTOPped for about 6 s (open connections hang, new ones get no
     answer), with the caches off (Redis configured: every request reads its user and session): each request
-    and /health answers 503 within the timeout + 1 s, not when the freeze ends; after SIGCONT every request
+    and /health answers 503 within the timeout + 1 s, not when the freeze ends, and a WebSocket is closed
+    with 1013; after SIGCONT every request
     succeeds again with no 500; one log line each way, no traceback."""
     async with vms_on(vms_env(cluster, private_redis.url), tmp_path / "vms.log") as (server, http):
         client = await signed_in(http)
@@ -237,7 +238,7 @@ async def test_frozen_server_answers_503_within_the_timeout_and_heals_after_sigc
         frozen_at = time.monotonic()
         try:
             await assert_all_unavailable(client)
-            await assert_ws_does_not_hang(server, client)
+            await assert_ws_closed_try_again_later(server, client)
             await asyncio.sleep(max(0.0, 6.0 - (time.monotonic() - frozen_at)))
         finally:
             cluster.thaw()
