@@ -67,16 +67,21 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def _drop_invalidated_at_once(engine: AsyncEngine) -> None:
-    """Close an invalidated PostgreSQL connection by dropping its socket, without a word to the server.
+    """Close a PostgreSQL connection (invalidated, or one the pool no longer keeps) by dropping its socket,
+    without a word to the server.
 
-    SQLAlchemy first tries a graceful close (a Terminate message, up to 2 s), which a frozen server never
-    answers: a request whose pre-ping timed out would wait that long again before its 503. The server ends
-    the backend when the socket closes, so nothing is left behind."""
+    SQLAlchemy first tries a graceful close (a Terminate message and its answer; up to 2 s for an
+    invalidated connection, unbounded otherwise), which a frozen server never answers: a request whose
+    pre-ping timed out would wait that long again before its 503, and a connection returned beyond the
+    pool's size held up the request that returned it. The server ends an idle backend quietly when its
+    socket closes, so nothing is left behind."""
 
     def terminate(dbapi_connection: Any) -> None:
         dbapi_connection.driver_connection.terminate()
 
-    engine.sync_engine.dialect.do_terminate = terminate  # type: ignore[method-assign]
+    dialect = engine.sync_engine.dialect
+    dialect.do_terminate = terminate  # type: ignore[method-assign]
+    dialect.do_close = terminate  # type: ignore[method-assign]
 
 
 def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message, Scope], Any]:
