@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -245,5 +246,50 @@ async def test_frozen_server_answers_503_within_the_timeout_and_heals_after_sigc
 
         _, created = await assert_heals(client)
         await assert_kept(client, before.json(), created)
+        await asyncio.sleep(1.0)
+        assert_one_line_each_way(log_since(server, offset))
+
+
+async def test_frozen_server_under_concurrent_load_answers_every_request_within_twice_the_timeout(
+    cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """More concurrent clients (30) than the pool's connections (20), reading and writing through a 7 s
+    freeze: every request ends within twice the timeout + 1.5 s (a wait for a pooled connection or for the
+    commits ahead, then its own statement), none with a 500, none held until the freeze ends; one log line
+    each way, no traceback."""
+    bound = 2 * TIMEOUT + 1.5
+    async with vms_on(vms_env(cluster), tmp_path / "vms.log") as (server, _):
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, timeout=bound + 2, limits=limits) as http:
+            client = await signed_in(http)
+            offset = server.log.stat().st_size
+            answered: list[tuple[float, float, int]] = []  # (started, seconds, status)
+            running = True
+
+            async def user(index: int) -> None:
+                call = client.create_vm if index % 2 else client.list_vms
+                while running:
+                    response, seconds = await timed(call)
+                    answered.append((time.monotonic(), seconds, response.status_code))
+
+            users = [asyncio.create_task(user(index)) for index in range(30)]
+            try:
+                await asyncio.sleep(1.0)
+                cluster.freeze()
+                frozen_at = time.monotonic()
+                try:
+                    await asyncio.sleep(7.0)  # longer than the bound: a request held by it fails
+                finally:
+                    cluster.thaw()
+                await asyncio.sleep(2.0)
+            finally:
+                running = False
+                await asyncio.gather(*users)
+            await assert_heals(client)
+        during = [entry for entry in answered if entry[0] >= frozen_at]
+        assert any(status == 503 for _, _, status in during), during
+        assert all(status in (200, 201, 503) for _, _, status in answered), Counter(s for *_, s in answered)
+        slowest = max(seconds for _, seconds, _ in answered)
+        assert slowest <= bound, f"slowest answer {slowest:.2f} s"
         await asyncio.sleep(1.0)
         assert_one_line_each_way(log_since(server, offset))
