@@ -93,7 +93,10 @@ class Wiring:
         }
         # A change another process made (the CLI, for one) also drops this process's cached copy.
         self.feed = ChangeFeed(
-            self.alchemy.get_session, self.events, read_from_log=lambda entity, key: copies[entity](key)
+            self.alchemy.get_session,
+            self.events,
+            read_from_log=lambda entity, key: copies[entity](key),
+            faults=self.database_faults,
         )
         # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll,
         # and whatever else registered with when_bus_back catches up on what the bus may have lost.
@@ -108,6 +111,7 @@ class Wiring:
             days=settings.change_log_retention_days,
             max_entries=settings.change_log_max_entries,
             every_seconds=settings.change_log_prune_seconds,
+            faults=self.database_faults,
         )
         # The change seam: each concern subscribes once, for every write of every domain.
         self.write_gate.subscribe(

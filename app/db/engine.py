@@ -8,17 +8,23 @@ with the same settings (no autoflush, objects usable after commit).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
+from advanced_alchemy.extensions.litestar.plugins.init.config.common import SESSION_TERMINUS_ASGI_EVENTS
+from litestar.types import Message, Scope
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.config import PROJECT_ROOT, Settings
 from app.db import sqlite_fastpath, sqlite_tuning
+from app.db.faults import fault_of
 
 MIGRATIONS_DIR = PROJECT_ROOT / "app" / "migrations"
 
@@ -45,7 +51,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         sqlite_fastpath.install(engine)
         return engine
     timeout = settings.db_timeout_seconds
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -56,6 +62,48 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={"timeout": timeout, "command_timeout": timeout},
         hide_parameters=True,  # a failed statement's log line must not carry a password hash
     )
+    _drop_invalidated_at_once(engine)
+    return engine
+
+
+def _drop_invalidated_at_once(engine: AsyncEngine) -> None:
+    """Close a PostgreSQL connection (invalidated, or one the pool no longer keeps) by dropping its socket,
+    without a word to the server.
+
+    SQLAlchemy first tries a graceful close (a Terminate message and its answer; up to 2 s for an
+    invalidated connection, unbounded otherwise), which a frozen server never answers: a request whose
+    pre-ping timed out would wait that long again before its 503, and a connection returned beyond the
+    pool's size held up the request that returned it. The server ends an idle backend quietly when its
+    socket closes, so nothing is left behind."""
+
+    def terminate(dbapi_connection: Any) -> None:
+        dbapi_connection.driver_connection.terminate()
+
+    dialect = engine.sync_engine.dialect
+    dialect.do_terminate = terminate  # type: ignore[method-assign]
+    dialect.do_close = terminate  # type: ignore[method-assign]
+
+
+def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message, Scope], Any]:
+    """Advanced Alchemy's before-send handler (close the request's session as the response starts), with
+    the close bounded: on a frozen or vanished server its ROLLBACK waits, or fails after the response was
+    decided (a 201 after its commit). A close that meets a database fault drops the connection instead,
+    and the response goes out as decided."""
+
+    async def close_session(message: Message, scope: Scope) -> None:
+        session: AsyncSession | None = get_aa_scope_state(scope, session_scope_key)
+        if session is None or message["type"] not in SESSION_TERMINUS_ASGI_EVENTS:
+            return
+        delete_aa_scope_state(scope, session_scope_key)
+        try:
+            async with asyncio.timeout(timeout):
+                await session.close()
+        except Exception as exc:
+            if fault_of(exc) is None:
+                raise
+            await session.invalidate()
+
+    return close_session
 
 
 def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:
@@ -63,9 +111,11 @@ def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemy
     # recursively (key_1, key_2, ...), which overflows the stack after about a thousand apps in one
     # process (the test suite builds one per test). Keys unique from the start skip that search.
     suffix = uuid.uuid4().hex
+    session_scope_key = f"_vms_db_session_{suffix}"
     return SQLAlchemyAsyncConfig(
         engine_instance=engine,
-        session_scope_key=f"_vms_db_session_{suffix}",
+        session_scope_key=session_scope_key,
+        before_send_handler=_session_closer(session_scope_key, settings.db_timeout_seconds),
         engine_app_state_key=f"vms_db_engine_{suffix}",
         session_maker_app_state_key=f"vms_session_maker_{suffix}",
         # Objects stay usable after commit so a handler can build its response without a reload.

@@ -6,9 +6,10 @@ gets one line when it starts and one when it ends.
 
 How each heals without a restart:
 
-- unreachable: SQLAlchemy invalidates a connection whose error is a disconnect (and PostgreSQL's
-  connections are pinged at checkout), so the pool connects anew once the server answers; the first
-  statement that succeeds ends the outage;
+- unreachable: a connection that met the fault is invalidated (a statement that timed out too: on a
+  frozen PostgreSQL the ROLLBACK that would follow waits as long again), and PostgreSQL's connections are
+  pinged at checkout, so the pool connects anew once the server answers; the first statement that
+  succeeds ends the outage;
 - read-only: SQLite keeps a file it opened read-only read-only for the connection's life, so such an
   error is treated as a disconnect too (the pool drops the connection and the next write opens a new one);
 - full: the same connection writes again once there is space; the first commit that succeeds ends it.
@@ -143,8 +144,8 @@ class DatabaseFaults:
         self.answered()
 
     def install(self, engine: AsyncEngine) -> None:
-        """Watch ``engine``: every statement that succeeds ends an outage; a read-only SQLite connection is
-        dropped from the pool (see the module doc)."""
+        """Watch ``engine``: every statement that succeeds ends an outage; a connection that met the database
+        unreachable (or a read-only SQLite file) is dropped from the pool (see the module doc)."""
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "after_cursor_execute")
@@ -154,10 +155,8 @@ class DatabaseFaults:
 
         @event.listens_for(sync_engine, "handle_error")
         def drop_stuck_connections(context: ExceptionContext) -> None:
-            if sync_engine.dialect.name == "sqlite" and fault_of(context.original_exception) in (
-                "read_only",
-                "unavailable",
-            ):
+            kind = fault_of(context.original_exception)
+            if kind == "unavailable" or (kind == "read_only" and sync_engine.dialect.name == "sqlite"):
                 context.is_disconnect = True
 
 

@@ -87,8 +87,9 @@ class WriteGate:
 
     def __init__(self, *, serialize_transactions: bool, wait_seconds: float | None = None) -> None:
         self.serialize_transactions = serialize_transactions
-        # How long a write waits for the writes ahead of it (a stalled disk holds them all) before it gives
-        # up with TimeoutError, which answers 503 like any other database timeout. None: no bound.
+        # How long a write waits for the writes ahead of it (a stalled disk or a frozen server holds them
+        # all) before it gives up with TimeoutError, which answers 503 like any other database timeout.
+        # None: no bound.
         self.wait_seconds = wait_seconds
         self._lock = asyncio.Lock()
         self._before_commit: list[ChangeRecorder] = []
@@ -136,8 +137,13 @@ class WriteGate:
             if whole:
                 await self._commit(session, transaction.changes)
             else:
-                async with self._lock:
+                # Bounded like the whole-transaction wait: on a frozen server each commit ahead holds the
+                # lock for the timeout, and a queue of them would hold the last write that many times.
+                await self._acquire()
+                try:
                     await self._commit(session, transaction.changes)
+                finally:
+                    self._lock.release()
         finally:
             if whole:
                 self._lock.release()

@@ -15,7 +15,13 @@ import msgspec
 import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError, NotFoundError, RepositoryError
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
+from litestar.connection import ASGIConnection
+from litestar.exceptions import (
+    HTTPException,
+    TooManyRequestsException,
+    ValidationException,
+    WebSocketException,
+)
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
@@ -36,6 +42,7 @@ log = structlog.get_logger("vms.errors")
 
 RETRY_AFTER_SECONDS = 5
 """What a 503 for a database fault tells the client to wait before trying again."""
+WS_1013_TRY_AGAIN_LATER = 1013
 
 
 def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
@@ -145,6 +152,21 @@ def database_fault_response(request: Request[Any, Any, Any], exc: BaseException)
     return _response(
         HTTP_503_SERVICE_UNAVAILABLE, DETAILS[kind], headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
+
+
+def websocket_fault_close(
+    connection: ASGIConnection[Any, Any, Any, Any], exc: Exception
+) -> WebSocketException | None:
+    """The close for a WebSocket that met ``exc``, if it is a database fault (recorded in the app's
+    :class:`DatabaseFaults`): 1013 "try again later" with the fault in words, where Litestar would close
+    with 4500 "Internal Server Error". None for anything else (re-raise it)."""
+    try:
+        kind = collaborator(connection.app.state, DatabaseFaults).met(exc)
+    except KeyError:  # an app built without the composition root's collaborators
+        kind = fault_of(exc)
+    if kind is None:
+        return None
+    return WebSocketException(detail=DETAILS[kind], code=WS_1013_TRY_AGAIN_LATER)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

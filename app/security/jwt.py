@@ -20,6 +20,7 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
+from app.http.errors import websocket_fault_close
 from app.security.refusals import (
     AUTH_OPTIONAL,
     TOKEN_EXPIRED,
@@ -99,7 +100,15 @@ class VMSAuthenticationMiddleware(JWTAuthenticationMiddleware):
         self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         token = self._verify(encoded_token, connection)
-        user = await self.retrieve_user_handler(token, connection)
+        try:
+            user = await self.retrieve_user_handler(token, connection)
+        except Exception as exc:
+            # Over HTTP a database fault reaches the 503 handler; a WebSocket gets a close that says so.
+            websocket = connection.scope["type"] == "websocket"
+            closing = websocket_fault_close(connection, exc) if websocket else None
+            if closing is None:
+                raise
+            raise closing from None
         if not user:
             refuse_unauthenticated(connection, TOKEN_REVOKED, presented=True)
         return AuthenticationResult(user=user, auth=token)

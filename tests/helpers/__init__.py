@@ -62,6 +62,7 @@ from tests.helpers.environment import (
     scratch_postgres_database,
     truncate_postgres,
 )
+from tests.helpers.postgres_server import PostgresCluster, private_postgres_server
 from tests.helpers.processes import (
     PROJECT_ROOT,
     ServerProcess,
@@ -128,6 +129,7 @@ __all__ = [
     "VM_FIELDS",
     "Account",
     "LiveServer",
+    "PostgresCluster",
     "PrivateRedis",
     "ServerProcess",
     "admin_account",
@@ -165,6 +167,7 @@ __all__ = [
     "make_settings",
     "names_a_password",
     "postgres_admin_sql",
+    "private_postgres_server",
     "private_redis_server",
     "read_log",
     "receive_event",

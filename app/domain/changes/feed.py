@@ -26,6 +26,7 @@ from sqlalchemy import Row, select
 
 from app.channels.events import EventFanout
 from app.db.engine import SessionFactory
+from app.db.faults import DatabaseFaults
 from app.db.transactions import Change
 from app.domain.changes.models import ENTRY_COLUMNS, LOGGED_ENTITIES, ChangeEntry, ChangeLogHead
 
@@ -50,9 +51,13 @@ class ChangeFeed:
         fanout: EventFanout,
         *,
         read_from_log: Callable[[str, int], None] | None = None,
+        faults: DatabaseFaults | None = None,
     ) -> None:
         """``read_from_log(entity, id)`` is called for each entry read from the log rather than committed
-        here: another process changed that row (the composition root drops this process's cached copy)."""
+        here: another process changed that row (the composition root drops this process's cached copy).
+        ``faults``: the process's database faults, where a poll that meets one records it (one log line
+        per outage, not a traceback per poll)."""
+        self._faults = faults
         self._session_factory = session_factory
         self._fanout = fanout
         self._read_from_log = read_from_log
@@ -156,8 +161,9 @@ class ChangeFeed:
             self._wake.clear()
             try:
                 await self.catch_up()
-            except Exception:  # the database is away: try again at the next poll
-                log.warning("could not read the change log; retrying", exc_info=True)
+            except Exception as exc:  # the database is away: try again at the next poll
+                if self._faults is None or self._faults.met(exc) is None:
+                    log.warning("could not read the change log; retrying", exc_info=True)
 
     async def _read(self, *, after: int, until: int | None, entity: str | None) -> Sequence[Any]:
         statement = select(*ENTRY_COLUMNS).where(ChangeEntry.seq > after)

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import delete, func, select, update
 
 from app.db.engine import SessionFactory
+from app.db.faults import DatabaseFaults
 from app.db.transactions import WriteGate
 from app.domain.changes.models import ChangeEntry, ChangeLogHead
 
@@ -32,7 +33,11 @@ class Retention:
         days: int,
         max_entries: int,
         every_seconds: float,
+        faults: DatabaseFaults | None = None,
     ) -> None:
+        """``faults``: the process's database faults, where a prune that meets one records it (one log line
+        per outage, not a traceback per attempt)."""
+        self._faults = faults
         self._session_factory = session_factory
         self._write_gate = write_gate
         self.days = days
@@ -85,6 +90,7 @@ class Retention:
         while True:
             try:
                 await self.prune()
-            except Exception:
-                log.warning("could not prune the change log; retrying later", exc_info=True)
+            except Exception as exc:
+                if self._faults is None or self._faults.met(exc) is None:
+                    log.warning("could not prune the change log; retrying later", exc_info=True)
             await asyncio.sleep(self.every_seconds)

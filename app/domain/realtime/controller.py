@@ -35,6 +35,7 @@ from app.domain.changes.feed import ChangeFeed, ReplayOutrun
 from app.domain.realtime.connections import ConnectionRegistry
 from app.domain.users.models import USER_ENTITY
 from app.domain.vms.models import VM_ENTITY
+from app.http.errors import websocket_fault_close
 from app.state import collaborator
 
 WS_1013_TRY_AGAIN_LATER = 1013
@@ -162,7 +163,15 @@ async def _stream(
     reader: asyncio.Task[None] | None = None
     try:
         if since is not None:
-            head = await _check_since(feed, since, head)
+            try:
+                head = await _check_since(feed, since, head)
+            except WebSocketException:
+                raise
+            except Exception as exc:
+                closing = websocket_fault_close(socket, exc)
+                if closing is None:
+                    raise
+                raise closing from None
             replayed_through = head
         await socket.accept()
         reader = asyncio.create_task(read_until_closed())
@@ -180,6 +189,11 @@ async def _stream(
                         break
             except ReplayOutrun:
                 outcome.end((WS_4410_RESYNC, "resync"))
+            except Exception as exc:
+                closing = websocket_fault_close(socket, exc)
+                if closing is None:
+                    raise
+                outcome.end((closing.code, closing.detail))
         async with subscriber.run_in_background(forward, join=False):
             ending = await outcome.future
     finally:
