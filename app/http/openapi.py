@@ -92,11 +92,19 @@ class WriteBodySchemaPlugin(StructSchemaPlugin):
         return schema
 
 
+class OfflineScalarPlugin(ScalarRenderPlugin):
+    """Scalar from this server's own assets, configured by ``vms-config.js`` (see that file: the
+    Content-Security-Policy refuses the inline script Litestar writes for ``options``)."""
+
+    def render_options(self) -> str:
+        return f'<script src="{SCALAR_ASSETS_PATH}/vms-config.js"></script>'
+
+
 def create_openapi_config(*, use_cdn: bool, version: str, components: list[Components]) -> OpenAPIConfig:
     scalar = (
         ScalarRenderPlugin(version=SCALAR_VERSION, path="/")
         if use_cdn
-        else ScalarRenderPlugin(
+        else OfflineScalarPlugin(
             js_url=f"{SCALAR_ASSETS_PATH}/standalone.js",
             css_url=f"{SCALAR_ASSETS_PATH}/vms.css",
             favicon="",
