@@ -16,6 +16,8 @@ from litestar.datastructures import State
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.static_files import create_static_files_router
 
+from app.backends import create_stores
+from app.bootstrap import bootstrap_admin
 from app.cli import UsersCLIPlugin
 from app.config import ConfigError, Settings, check_deployment, get_settings, requested_workers
 from app.db.engine import run_migrations
@@ -39,7 +41,7 @@ from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
 from app.state import collaborators
-from app.wiring import Wiring, create_stores, ensure_configured_admin, report_missing_admin
+from app.wiring import Wiring
 
 __version__ = "0.1.0"
 log = structlog.get_logger("vms")
@@ -76,8 +78,7 @@ def _build_app(settings: Settings) -> Litestar:
     async def on_startup(app: Litestar) -> None:
         await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)
         await wiring.start_serving()  # first: the start-up administrador's creation is published
-        await ensure_configured_admin(wiring)
-        await report_missing_admin(wiring)
+        await bootstrap_admin(wiring)
         await connections.start()
         tune_for_serving()  # last: everything built so far lives as long as the app
 

@@ -20,11 +20,9 @@ import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.memory import MemoryChannelsBackend
-from litestar.exceptions import HTTPException
-from litestar.stores.base import Store
-from litestar.stores.memory import MemoryStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.backends import BUS_CHANGES, create_bus, create_login_failures
 from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL, VMS_CHANNEL, EventFanout, session_frame
 from app.channels.subscribers import CutOffSubscriber
 from app.config import Settings, jwt_secret
@@ -42,11 +40,9 @@ from app.domain.users.models import USER_ENTITY
 from app.domain.users.services import UserService
 from app.domain.vms.models import VM_ENTITY
 from app.domain.vms.reads import VMReads
-from app.health import ChannelsPing
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, VMSJWTAuth, create_jwt_auth
 from app.security.passwords import PasswordHasher
-from app.security.throttle import FailureCounters, FallbackStore
 
 log = structlog.get_logger("vms.wiring")
 
@@ -201,10 +197,6 @@ def publish_changes(feed: ChangeFeed, events: EventFanout, bus: ChannelsPlugin |
     return publish
 
 
-BUS_CHANGES = "changes"
-"""The bus channel that says "the change log has reached seq N": a process behind it reads the log."""
-
-
 def create_fanout(settings: Settings) -> ChannelsPlugin:
     """This process's fan-out to its WebSocket listeners: in memory, bounded per listener."""
     return ChannelsPlugin(
@@ -216,109 +208,8 @@ def create_fanout(settings: Settings) -> ChannelsPlugin:
     )
 
 
-def create_bus(
-    settings: Settings, *, on_reconnect: Callable[[], None] | None = None
-) -> tuple[ChannelsPlugin | None, ChannelsPing | None]:
-    """Between processes, through Redis when configured (None otherwise), and how /health pings it.
-
-    The client has the short timeouts of :func:`_redis_client`, so /health answers within about a second
-    while Redis is away; the backend's own loop (app/channels/redis.py) waits the outage out, with
-    backoff, and calls ``on_reconnect`` when its subscription is back."""
-    if not settings.redis_url:
-        return None, None
-    # Imported only when configured: the Redis client adds 13 MB to every process that loads it.
-    from app.channels.redis import NamespacedRedisPubSubBackend
-
-    backend = NamespacedRedisPubSubBackend(
-        redis=_redis_client(settings.redis_url), namespace=settings.redis_namespace, on_reconnect=on_reconnect
-    )
-    bus = ChannelsPlugin(
-        backend=backend, channels=[BUS_CHANGES, REVOCATIONS_CHANNEL], subscriber_class=CutOffSubscriber
-    )
-    return bus, backend.ping
-
-
-def _redis_client(url: str) -> Any:
-    """A client for the stores, the counters and the bus: short timeouts, so a request waits about a second
-    at most for an unreachable Redis before the counters fall back (app/security/throttle.py) and /health
-    says so; the bus's subscription reads with timeouts of its own.
-
-    One immediate retry, on a dropped connection only: a connection pooled before Redis restarted fails at
-    its first use ("Connection closed by server"), and without the retry that first request after the
-    restart fell back or dropped its hint. A timeout is not retried, so the wait stays about a second."""
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=retry)
-
-
-def create_stores(settings: Settings) -> dict[str, Store]:
-    """Rate-limit counters: in memory, or shared by all workers through Redis.
-
-    Revocations are not here: they are durable state in the database (ended sessions, token versions).
-    """
-    if settings.redis_url:
-        from litestar.stores.redis import RedisStore
-
-        # "<namespace>:ratelimit", not RedisStore.with_namespace's "<namespace>_ratelimit": every key VMS
-        # writes starts with "<namespace>:", so a deployment's keys are one SCAN pattern.
-        client = _redis_client(settings.redis_url)
-        namespace = settings.redis_namespace
-        return {
-            # A dead Redis must not turn every login into a 500: the per-address limit goes per process.
-            "rate_limit": FallbackStore(
-                RedisStore(client, namespace=f"{namespace}:ratelimit", handle_client_shutdown=True),
-                MemoryStore(),
-                what="the per-address login limit",
-            ),
-        }
-    return {"rate_limit": MemoryStore()}
-
-
-def create_login_failures(settings: Settings) -> FailureCounters:
-    """The per-account failed-login counters: in Redis (under the namespace) when configured."""
-    redis = _redis_client(settings.redis_url) if settings.redis_url else None
-    return FailureCounters(
-        redis, prefix=f"{settings.redis_namespace}:login-failures", what="the per-account login limit"
-    )
-
-
 def user_service(wiring: Wiring, session: Any) -> UserService:
     return UserService(session=session, write_gate=wiring.write_gate, hasher=wiring.hasher)
-
-
-async def ensure_configured_admin(wiring: Wiring) -> None:
-    settings = wiring.settings
-    if not (settings.admin_email and settings.admin_password):
-        return
-    async with wiring.alchemy.get_session() as session:
-        try:
-            with writes_from("startup"):
-                user = await user_service(wiring, session).ensure_admin(
-                    email=settings.admin_email, password=settings.admin_password, name=settings.admin_name
-                )
-        except HTTPException as exc:  # another worker created it first, or the email is taken
-            log.warning("configured administrador not created", reason=exc.detail)
-            return
-    if user is not None:
-        log.info("created the configured administrador", email=user.email, user_id=user.id)
-
-
-# In a terminal it asks for the password (hidden); a script adds --password-stdin and pipes it.
-CREATE_ADMIN_COMMAND = (
-    "uv run litestar users create --role administrador --email admin@example.com --name Admin"
-)
-
-
-async def report_missing_admin(wiring: Wiring) -> None:
-    """One line at start when nobody can administer this deployment yet: the command that fixes it."""
-    async with wiring.alchemy.get_session() as session:
-        if await user_service(wiring, session).has_admin():
-            return
-    log.warning(f"no administrador exists; create one with: {CREATE_ADMIN_COMMAND}")
 
 
 @asynccontextmanager

@@ -13,7 +13,6 @@ import itertools
 import json
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, IN_CI
-from tests.helpers.processes import ServerProcess, server_process
+from tests.helpers import IN_CI
+from tests.helpers.processes import ServerProcess, server_process, sqlite_server_env
 
 CLOUD_ONLY = ("Ask AI", "Generate SDK", "Generate MCP", "Deploy", "Developer Tools")
 OPERATIONS = ("Sign in: get a bearer token", "/login", "/logout")  # the first tag opens expanded
@@ -101,13 +100,7 @@ class DevTools:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    env = {
-        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vms.sqlite3'}",
-        "VMS_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
-        "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "VMS_BCRYPT_ROUNDS": "4",
-    }
+    env = sqlite_server_env(tmp_path / "vms.sqlite3")
     async with server_process(env, tmp_path / "server.log") as started:
         yield started
 

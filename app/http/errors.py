@@ -16,6 +16,7 @@ import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError, NotFoundError, RepositoryError
 from litestar import MediaType, Request, Response
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.exceptions import (
     HTTPException,
     TooManyRequestsException,
@@ -33,7 +34,7 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from app.db.faults import DETAILS, DatabaseFaults, fault_of
+from app.db.faults import DETAILS, DatabaseFaults, FaultKind, fault_of
 from app.http.validation import describe
 from app.http.validation_words import humanise
 from app.state import collaborator
@@ -141,12 +142,17 @@ def integrity_handler(_: Request[Any, Any, Any], exc: SAIntegrityError) -> Respo
     return _response(HTTP_409_CONFLICT, "Conflicts with an existing record")
 
 
+def _fault_met(state: State, exc: BaseException) -> FaultKind | None:
+    """The database fault behind ``exc``, recorded in the app's :class:`DatabaseFaults`."""
+    try:
+        return collaborator(state, DatabaseFaults).met(exc)
+    except KeyError:  # an app built without the composition root's collaborators
+        return fault_of(exc)
+
+
 def database_fault_response(request: Request[Any, Any, Any], exc: BaseException) -> Response[Any] | None:
     """503 for a database fault (recorded in the app's :class:`DatabaseFaults`), None for anything else."""
-    try:
-        kind = collaborator(request.app.state, DatabaseFaults).met(exc)
-    except KeyError:  # an app built without the composition root's collaborators
-        kind = fault_of(exc)
+    kind = _fault_met(request.app.state, exc)
     if kind is None:
         return None
     return _response(
@@ -160,10 +166,7 @@ def websocket_fault_close(
     """The close for a WebSocket that met ``exc``, if it is a database fault (recorded in the app's
     :class:`DatabaseFaults`): 1013 "try again later" with the fault in words, where Litestar would close
     with 4500 "Internal Server Error". None for anything else (re-raise it)."""
-    try:
-        kind = collaborator(connection.app.state, DatabaseFaults).met(exc)
-    except KeyError:  # an app built without the composition root's collaborators
-        kind = fault_of(exc)
+    kind = _fault_met(connection.app.state, exc)
     if kind is None:
         return None
     return WebSocketException(detail=DETAILS[kind], code=WS_1013_TRY_AGAIN_LATER)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, VM_BODY, bearer, login
-from tests.helpers.processes import start_server_process, wait_healthy
+from tests.helpers.processes import sqlite_server_env, start_server_process, wait_healthy
 
 pytestmark = pytest.mark.faults
 
@@ -26,13 +25,7 @@ async def read_until_closed(socket: ClientConnection) -> None:
 
 
 async def test_sigterm_closes_websockets_with_1012_and_keeps_every_acknowledged_write(tmp_path: Path) -> None:
-    env = {
-        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vms.sqlite3'}",
-        "VMS_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
-        "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "VMS_BCRYPT_ROUNDS": "4",
-    }
+    env = sqlite_server_env(tmp_path / "vms.sqlite3")
     server = start_server_process(env, tmp_path / "server.log")
     try:
         await wait_healthy(server)

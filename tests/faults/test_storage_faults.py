@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, IN_CI, VM_BODY, bearer, login
 from tests.helpers.mounts import MountUnavailable, bind_mount, fill, small_tmpfs
-from tests.helpers.processes import server_process
+from tests.helpers.processes import server_process, sqlite_server_env
 
 pytestmark = pytest.mark.faults
 T = TypeVar("T")
@@ -32,15 +31,7 @@ HEAL_SECONDS = 10.0
 
 
 def base_env(database: Path) -> dict[str, str]:
-    return {
-        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "VMS_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
-        "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "VMS_BCRYPT_ROUNDS": "4",
-        "VMS_LOGIN_RATE_LIMIT": "1000",
-        "VMS_DB_TIMEOUT_SECONDS": "2",
-    }
+    return sqlite_server_env(database, VMS_LOGIN_RATE_LIMIT="1000", VMS_DB_TIMEOUT_SECONDS="2")
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,10 +19,24 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.environment import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.helpers.servers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 30.0
+
+
+def sqlite_server_env(database: Path, **values: str) -> dict[str, str]:
+    """The VMS_* settings of a server process on the SQLite file ``database``, with the test administrador,
+    a fresh JWT secret and fast bcrypt; ``values`` add or override (``VMS_DB_TIMEOUT_SECONDS="2"``)."""
+    return {
+        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "VMS_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+        "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
+        "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "VMS_BCRYPT_ROUNDS": "4",
+        **values,
+    }
 
 
 def vms_environment(values: Mapping[str, str]) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
-from tests.helpers.processes import ServerProcess, server_process
+from tests.helpers.processes import ServerProcess, server_process, sqlite_server_env
 
 BOUND = 1.0
 PROTOCOL = ["--http", "app.http.slow_clients:BoundedHttpToolsProtocol"]
@@ -26,14 +25,7 @@ PROTOCOL = ["--http", "app.http.slow_clients:BoundedHttpToolsProtocol"]
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    env = {
-        "VMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vms.sqlite3'}",
-        "VMS_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
-        "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "VMS_BCRYPT_ROUNDS": "4",
-        "VMS_CLIENT_TIMEOUT_SECONDS": str(BOUND),
-    }
+    env = sqlite_server_env(tmp_path / "vms.sqlite3", VMS_CLIENT_TIMEOUT_SECONDS=str(BOUND))
     async with server_process(env, tmp_path / "server.log", options=PROTOCOL) as started:
         yield started
 
