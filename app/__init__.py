@@ -19,17 +19,27 @@ from litestar.static_files import create_static_files_router
 from app.backends import create_stores
 from app.bootstrap import bootstrap_admin
 from app.cli import UsersCLIPlugin
-from app.config import ConfigError, Settings, check_deployment, get_settings, requested_workers
+from app.config import (
+    ConfigError,
+    Settings,
+    check_deployment,
+    get_settings,
+    requested_workers,
+    serving_url,
+)
 from app.db.engine import run_migrations
 from app.domain.auth.controller import AuthController
+from app.domain.auth.guards import requires_admin_or_scraper
 from app.domain.changes.controller import ChangeController
 from app.domain.realtime.connections import ConnectionRegistry
 from app.domain.realtime.controller import user_events, vm_events
 from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.health import CHANNELS_PING_STATE_KEY, health
+from app.http.access_log import with_access_log
 from app.http.errors import exception_handlers
 from app.http.headers import add_security_headers, complete_allow_header
+from app.http.metrics import create_metrics_controller, create_prometheus_config
 from app.http.openapi import (
     SCALAR_ASSETS_DIR,
     SCALAR_ASSETS_PATH,
@@ -40,6 +50,8 @@ from app.http.request_id import with_request_id
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import create_logging_plugin, install_redaction
+from app.metrics import DB_POOL_IN_USE, read_gauge
+from app.security.events import LoggedRateLimitMiddleware
 from app.state import collaborators
 from app.wiring import Wiring
 
@@ -80,6 +92,8 @@ def _build_app(settings: Settings) -> Litestar:
         await wiring.start_serving()  # first: the start-up administrador's creation is published
         await bootstrap_admin(wiring)
         await connections.start()
+        url = serving_url(sys.argv, dict(os.environ))
+        log.info(f"VMS {__version__} serving the API at {url} and its docs at {url}/docs", url=url)
         tune_for_serving()  # last: everything built so far lives as long as the app
 
     async def on_shutdown(app: Litestar) -> None:
@@ -93,9 +107,14 @@ def _build_app(settings: Settings) -> Litestar:
         check_throttle_handler=is_login_request,
         identifier_for_request=wiring.client_address,
         store="rate_limit",
+        middleware_class=LoggedRateLimitMiddleware,
     )
-    install_redaction()
-    logging = create_logging_plugin(debug=settings.debug, level=settings.log_level)
+    prometheus = create_prometheus_config()
+    read_gauge(DB_POOL_IN_USE, wiring.pool_in_use)
+    install_redaction(uvicorn_access_log=not settings.access_log)
+    logging = create_logging_plugin(
+        debug=settings.debug, level=settings.log_level, log_format=settings.log_format
+    )
     docs_assets = create_static_files_router(
         path=SCALAR_ASSETS_PATH,
         directories=[Path(SCALAR_ASSETS_DIR)],
@@ -112,6 +131,7 @@ def _build_app(settings: Settings) -> Litestar:
             user_events,
             health,
             docs_assets,
+            create_metrics_controller(requires_admin_or_scraper, settings.metrics_token),
         ],
         state=State(
             {
@@ -127,7 +147,7 @@ def _build_app(settings: Settings) -> Litestar:
             UsersCLIPlugin(),
             WriteBodySchemaPlugin(),
         ],
-        middleware=[login_rate_limit.middleware, wiring.jwt_auth.middleware],
+        middleware=[prometheus.middleware, login_rate_limit.middleware, wiring.jwt_auth.middleware],
         before_send=[add_security_headers, complete_allow_header],
         stores=create_stores(settings),
         openapi_config=create_openapi_config(
@@ -141,7 +161,8 @@ def _build_app(settings: Settings) -> Litestar:
         on_shutdown=[on_shutdown],
         debug=settings.debug,
     )
-    app.asgi_handler = with_request_id(accept_before_close(app.asgi_handler))
+    handler = accept_before_close(app.asgi_handler)
+    app.asgi_handler = with_request_id(with_access_log(handler) if settings.access_log else handler)
     return app
 
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from app.metrics import CACHE_LOOKUPS
+
 K = TypeVar("K")
 V = TypeVar("V")
 
 
 class InvalidatedCache(Generic[K, V]):
-    def __init__(self, *, enabled: bool, max_entries: int) -> None:
+    def __init__(self, name: str, *, enabled: bool, max_entries: int) -> None:
         self.enabled = enabled and max_entries > 0
         self.max_entries = max_entries
         self._entries: dict[K, V] = {}
         # Bumped by every invalidation: a row read before a change committed must not be cached after it.
         self._generation = 0
+        self._hit = CACHE_LOOKUPS.labels(name, "hit")
+        self._miss = CACHE_LOOKUPS.labels(name, "miss")
 
     @property
     def generation(self) -> int:
@@ -28,7 +32,11 @@ class InvalidatedCache(Generic[K, V]):
         return self._generation
 
     def get(self, key: K) -> V | None:
-        return self._entries.get(key) if self.enabled else None
+        if not self.enabled:
+            return None
+        found = self._entries.get(key)
+        (self._miss if found is None else self._hit).inc()
+        return found
 
     def put(self, key: K, value: V, generation: int) -> None:
         """Remember a value read from the database, unless a change committed since ``generation``."""

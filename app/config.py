@@ -11,7 +11,7 @@ import secrets
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import msgspec.inspect
@@ -67,6 +67,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     change_log_prune_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     docs_cdn: bool = False
     log_level: str = "INFO"
+    # JSON lines, or plain text (console); auto: plain text when standard error is a terminal.
+    log_format: Literal["auto", "console", "json"] = "auto"
+    # VMS's own access line per request (app/http/access_log.py) instead of uvicorn's.
+    access_log: bool = True
+    # A static bearer token GET /metrics also accepts (a Prometheus scraper's); unset: administradores only.
+    metrics_token: Annotated[str, msgspec.Meta(min_length=16, max_length=256)] | None = None
     debug: bool = False
 
     @property
@@ -105,7 +111,13 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if key in _LIST_KEYS:
             overrides[key] = [item.strip() for item in value.split(",") if item.strip()]
-        elif value == "" and key in {"jwt_secret", "redis_url", "admin_email", "admin_password"}:
+        elif value == "" and key in {
+            "jwt_secret",
+            "redis_url",
+            "admin_email",
+            "admin_password",
+            "metrics_token",
+        }:
             overrides[key] = None
         else:
             overrides[key] = value
@@ -120,6 +132,8 @@ def _describe(info: msgspec.inspect.Type) -> str:
         if info.ge is not None and info.le is not None:
             return f"an integer from {info.ge} to {info.le}"
         return "an integer"
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return "one of " + ", ".join(str(value) for value in info.values)
     if isinstance(info, msgspec.inspect.BoolType):
         return "true or false"
     if isinstance(info, msgspec.inspect.StrType) and info.max_length is not None:
@@ -135,7 +149,7 @@ _FIELD_TYPES = {
 }
 _FIELD_HINTS = {field.name: field.type for field in msgspec.structs.fields(Settings)}
 # Never echoed back in an error message.
-_SECRET_KEYS = {"jwt_secret", "admin_password"}
+_SECRET_KEYS = {"jwt_secret", "admin_password", "metrics_token"}
 
 
 def _field_problems(raw: dict[str, Any], origin: dict[str, str]) -> list[str]:
@@ -263,6 +277,41 @@ def requested_workers(argv: list[str], environ: dict[str, str]) -> int:
             if value.isdigit():
                 count = max(count, int(value))
     return count
+
+
+def _flag_value(argv: list[str], flags: tuple[str, ...]) -> str | None:
+    """The value of the last of ``flags`` on the command line (``--port 9000`` or ``--port=9000``)."""
+    found = None
+    for index, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if flag in flags:
+            found = value if equals else (argv[index + 1] if index + 1 < len(argv) else None)
+    return found
+
+
+def serving_url(argv: list[str], environ: dict[str, str]) -> str:
+    """Where this start serves, as its command line (``litestar run``, ``uvicorn``) and environment say.
+
+    The application hears of its address from nowhere else (ASGI's start-up message has none), and it
+    starts before the server binds, so it reads the same arguments the server reads."""
+    socket = _flag_value(argv, ("--uds",)) or environ.get("LITESTAR_UNIX_DOMAIN_SOCKET")
+    if socket:
+        return f"http://unix:{socket}"
+    host = (
+        _flag_value(argv, ("-H", "--host"))
+        or environ.get("LITESTAR_HOST")
+        or environ.get("UVICORN_HOST")
+        or "127.0.0.1"
+    )
+    port = (
+        _flag_value(argv, ("-p", "--port"))
+        or environ.get("LITESTAR_PORT")
+        or environ.get("UVICORN_PORT")
+        or "8000"
+    )
+    tls = _flag_value(argv, ("--ssl-certfile",)) or "--create-self-signed-cert" in argv
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def check_deployment(settings: Settings, workers: int) -> list[str]:

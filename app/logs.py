@@ -1,21 +1,40 @@
-"""Logging: structlog for the app's own messages, and no secrets in any log line.
+"""Logging: structlog for every line VMS writes, one format for all of them, and no secrets in any line.
 
-Request lines come from the server's access log (uvicorn), which prints the request target including the
-query string; WebSocket clients in browsers put their token there (``?token=``), so a filter redacts it.
-Bodies are never logged (they hold passwords).
+Each line carries the id of the request it belongs to (``request_id``, from app/context.py), so an
+operator can follow one request from its access line to its security events and its change-log entry.
+Lines are JSON (one object per line, for a log pipeline) unless the process writes to a terminal, where
+they are plain text; ``VMS_LOG_FORMAT`` (auto, console, json) overrides that guess.
+
+Lines go to standard error, like uvicorn's own: standard output stays clean for the command line's
+results (``litestar users list --json``).
+
+The access line per request is app/http/access_log.py's. Uvicorn's own access log, which prints the
+request target with its query string (where browsers put ``?token=``), is switched off while that one is
+on; if it is turned back on (``VMS_ACCESS_LOG=false``), a filter redacts tokens from it. Bodies are never
+logged (they hold passwords).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+from typing import Any, Literal
 
+import msgspec
 import structlog
-from litestar.logging.config import StructLoggingConfig
+from litestar.logging.config import LoggingConfig, StructLoggingConfig
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from app.context import request_id
+
+LogFormat = Literal["auto", "console", "json"]
 
 _TOKEN_IN_QUERY = re.compile(r"([?&](?:token|access_token)=)[^&\s\"']+", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# enc_hook=str: a value msgspec cannot encode (an exception, a path) is logged as its text, not lost.
+_encoder = msgspec.json.Encoder(enc_hook=str)
 
 
 def redact(text: str) -> str:
@@ -33,17 +52,106 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def install_redaction() -> None:
+class DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def install_redaction(*, uvicorn_access_log: bool) -> None:
+    """Redact tokens from the standard-library loggers of the server and Litestar; switch uvicorn's access
+    log off when VMS writes its own (``uvicorn_access_log`` False).
+
+    A filter, not ``logger.disabled``: Litestar's logging set-up at start re-enables existing loggers."""
     for name in ("uvicorn.access", "uvicorn.error", "uvicorn", "litestar"):
         logger = logging.getLogger(name)
         if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
             logger.addFilter(RedactSecrets())
+    access = logging.getLogger("uvicorn.access")
+    for existing in [f for f in access.filters if isinstance(f, DropAll)]:
+        access.removeFilter(existing)
+    if not uvicorn_access_log:
+        access.addFilter(DropAll())
 
 
-def create_logging_plugin(*, debug: bool, level: str) -> StructlogPlugin:
+def renders_json(log_format: LogFormat) -> bool:
+    if log_format == "auto":
+        return not sys.stderr.isatty()
+    return log_format == "json"
+
+
+def add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Every line written while a request is handled names that request."""
+    rid = request_id.get()
+    if rid is not None:
+        event.setdefault("request_id", rid)
+    return event
+
+
+def _json(event: EventDict, **_: Any) -> str:
+    return _encoder.encode(event).decode()
+
+
+def _renderer(as_json: bool) -> Processor:
+    if as_json:
+        return structlog.processors.JSONRenderer(serializer=_json)
+    return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+
+def _processors(as_json: bool) -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        add_request_id,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _renderer(as_json),
+    ]
+
+
+def _stdlib_processors(as_json: bool) -> list[Processor]:
+    """For lines from standard-library loggers (the server's, SQLAlchemy's): the same shape as VMS's."""
+    return [
+        add_request_id,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.format_exc_info,  # a traceback as text: JSON cannot hold exc_info itself
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        _renderer(as_json),
+    ]
+
+
+class StderrLogger:
+    """Writes each line to the standard error of the moment (a stream replaced later is honoured)."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger(*_: Any) -> StderrLogger:
+    return StderrLogger()
+
+
+def create_logging_plugin(*, debug: bool, level: str, log_format: LogFormat) -> StructlogPlugin:
+    as_json = renders_json(log_format)
     return StructlogPlugin(
         config=StructlogConfig(
             structlog_logging_config=StructLoggingConfig(
+                processors=_processors(as_json),
+                logger_factory=_stderr_logger,
+                standard_lib_logging_config=LoggingConfig(
+                    formatters={
+                        "standard": {
+                            "()": structlog.stdlib.ProcessorFormatter,
+                            "processors": _stdlib_processors(as_json),
+                        }
+                    }
+                ),
                 log_exceptions="debug" if debug else "never",
                 wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
             ),

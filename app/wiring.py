@@ -40,6 +40,7 @@ from app.domain.users.models import USER_ENTITY
 from app.domain.users.services import UserService
 from app.domain.vms.models import VM_ENTITY
 from app.domain.vms.reads import VMReads
+from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, VMSJWTAuth, create_jwt_auth
 from app.security.passwords import PasswordHasher
@@ -116,6 +117,7 @@ class Wiring:
             after_commit=publish_changes(self.feed, self.events, self.bus),
         )
         self.write_gate.subscribe(after_commit=lambda _: self.database_faults.wrote())
+        self.write_gate.subscribe(after_commit=log_security_changes)
 
     def when_bus_back(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (it must not block or raise) each time the bus is back after a Redis outage."""
@@ -124,6 +126,11 @@ class Wiring:
     def _on_bus_back(self) -> None:
         for callback in self._bus_back:
             callback()
+
+    def pool_in_use(self) -> float:
+        """Connections checked out of the database pool (0 for a pool that keeps no count)."""
+        checkedout = getattr(self.engine.pool, "checkedout", None)
+        return float(checkedout()) if callable(checkedout) else 0.0
 
     def collaborators(self) -> tuple[object, ...]:
         """What request handlers take from the app's state (see :mod:`app.state`)."""
@@ -176,6 +183,21 @@ def invalidate_copies(caches: Mapping[str, Callable[[int], None]]) -> ChangeSubs
                 drop(change.entity_id)
 
     return invalidate
+
+
+def log_security_changes(changes: Sequence[Change]) -> None:
+    """After commit: the security events of the changes (ended sessions, role changes, deleted users)."""
+    for change in changes:
+        if change.entity == SESSION_ENTITY and change.action == "updated":
+            events.session_ended(session_id=change.entity_id, actor_id=change.actor_id)
+        elif change.entity == USER_ENTITY and change.action == "deleted":
+            events.user_deleted(user_id=change.entity_id, actor_id=change.actor_id)
+        elif change.entity == USER_ENTITY and change.action == "updated":
+            before, after = getattr(change.before, "rol", None), getattr(change.after, "rol", None)
+            if before is not None and after is not None and before != after:
+                events.role_changed(
+                    user_id=change.entity_id, before=before, after=after, actor_id=change.actor_id
+                )
 
 
 def publish_changes(feed: ChangeFeed, events: EventFanout, bus: ChannelsPlugin | None) -> ChangeSubscriber:

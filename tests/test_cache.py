@@ -17,7 +17,7 @@ from app.db.transactions import Change, WriteGate
 
 
 def test_a_value_read_before_an_invalidation_is_not_stored_after_it() -> None:
-    cache: InvalidatedCache[int, str] = InvalidatedCache(enabled=True, max_entries=10)
+    cache: InvalidatedCache[int, str] = InvalidatedCache("test", enabled=True, max_entries=10)
     generation = cache.generation  # a reader starts its query
     cache.invalidate(1)  # a writer commits a change to row 1
     cache.put(1, "row as read before the change", generation)
@@ -27,7 +27,7 @@ def test_a_value_read_before_an_invalidation_is_not_stored_after_it() -> None:
 
 
 def test_invalidation_drops_the_entry() -> None:
-    cache: InvalidatedCache[int, str] = InvalidatedCache(enabled=True, max_entries=10)
+    cache: InvalidatedCache[int, str] = InvalidatedCache("test", enabled=True, max_entries=10)
     cache.put(1, "one", cache.generation)
     cache.put(2, "two", cache.generation)
     cache.invalidate(1)
@@ -36,7 +36,7 @@ def test_invalidation_drops_the_entry() -> None:
 
 
 def test_size_is_bounded_oldest_first() -> None:
-    cache: InvalidatedCache[int, int] = InvalidatedCache(enabled=True, max_entries=3)
+    cache: InvalidatedCache[int, int] = InvalidatedCache("test", enabled=True, max_entries=3)
     for key in range(5):
         cache.put(key, key, cache.generation)
     assert len(cache) == 3
@@ -58,7 +58,7 @@ async def test_a_commit_that_raises_after_committing_still_invalidates(tmp_path:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.sqlite3'}")
     async with engine.begin() as connection:
         await connection.execute(text("CREATE TABLE item (name TEXT)"))
-    cache: InvalidatedCache[int, str] = InvalidatedCache(enabled=True, max_entries=10)
+    cache: InvalidatedCache[int, str] = InvalidatedCache("test", enabled=True, max_entries=10)
     cache.put(1, "old", cache.generation)
     published: list[str] = []
     try:

@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 from litestar.channels import ChannelsPlugin
 
+from app.metrics import EVENTS_PUBLISHED
+
 VMS_CHANNEL = "vms"
 USERS_CHANNEL = "users"
 # Internal: ids of ended sign-in sessions, so every worker closes the sockets opened in them.
@@ -33,6 +35,7 @@ class EventFanout:
     def __init__(self, channels: ChannelsPlugin, routes: Mapping[str, str]) -> None:
         self._channels = channels
         self._routes = dict(routes)
+        self._published = {channel: EVENTS_PUBLISHED.labels(channel) for channel in self._routes.values()}
         self.origin = f"{os.uname().nodename}:{os.getpid()}"
 
     def frame(
@@ -54,6 +57,7 @@ class EventFanout:
         channel = self._routes.get(entity)
         if channel is not None:
             self._channels.publish(frame, channels=[channel])
+            self._published[channel].inc()
 
     def session_ended(self, session_id: int) -> None:
         self._channels.publish(session_frame(session_id), channels=[REVOCATIONS_CHANNEL])

@@ -7,6 +7,8 @@ from typing import Any
 
 from litestar.channels.subscriber import Subscriber
 
+from app.metrics import EVENTS_DROPPED
+
 
 class CutOffSubscriber(Subscriber):
     """Bounded backlog; a full backlog calls the ``on_overflow`` callback instead of dropping events.
@@ -41,10 +43,12 @@ class CutOffSubscriber(Subscriber):
             self._inline(item)
             return True
         if self.overflowed:
+            EVENTS_DROPPED.inc()
             return False
         if super().put_nowait(item):
             return True
         self.overflowed = True
+        EVENTS_DROPPED.inc()
         if self._on_overflow is not None:
             self._on_overflow()
         return False

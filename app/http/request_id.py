@@ -28,7 +28,7 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
         token = request_id.set(rid.decode())
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in ("http.response.start", "websocket.accept"):
                 message["headers"] = [*message.get("headers", ()), (HEADER, rid)]
             await send(message)
 

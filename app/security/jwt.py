@@ -6,6 +6,7 @@ passes in (``retrieve_user``); the refusals are in :mod:`app.security.refusals`.
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 from app.http.errors import websocket_fault_close
 from app.security.refusals import (
     AUTH_OPTIONAL,
+    SCRAPE_TOKEN,
+    SCRAPER,
     TOKEN_EXPIRED,
     TOKEN_MALFORMED,
     TOKEN_MISSING,
@@ -40,6 +43,8 @@ class VMSAuthenticationMiddleware(JWTAuthenticationMiddleware):
 
     - WebSocket clients in browsers cannot set headers, so ``?token=`` is accepted on WebSocket routes.
     - Routes marked ``auth_optional`` (self sign-up) also serve callers without a token.
+    - A route whose ``scrape_token`` option is set (``/metrics``) also takes that static bearer token,
+      compared in constant time; the caller is then no user, and ``auth`` is :data:`SCRAPER`.
     - A 401 says why (missing, malformed, expired, revoked) and carries RFC 6750's ``WWW-Authenticate``;
       on a WebSocket it is close code 4401 (see :func:`app.http.ws_close.accept_before_close`).
     - Verified tokens are remembered by their exact text: a dashboard sends the same token with every
@@ -66,6 +71,9 @@ class VMSAuthenticationMiddleware(JWTAuthenticationMiddleware):
             if connection.route_handler.opt.get(AUTH_OPTIONAL):
                 return AuthenticationResult(user=None, auth=None)
             refuse_unauthenticated(connection, TOKEN_MISSING, presented=False)
+        scrape_token = connection.route_handler.opt.get(SCRAPE_TOKEN)
+        if scrape_token and hmac.compare_digest(encoded.strip().encode(), scrape_token.encode()):
+            return AuthenticationResult(user=None, auth=SCRAPER)
         return await self.authenticate_token(encoded_token=encoded.strip(), connection=connection)
 
     def _verify(self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]) -> Token:

@@ -95,10 +95,10 @@ def start_server_process(
 ) -> ServerProcess:
     """``options``: more uvicorn options (``--http ...``)."""
     port = port or free_port()
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port), *options]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port)]
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [*command, "--log-level", "warning"],
+            [*command, "--log-level", "warning", *options],  # options last: they override
             cwd=PROJECT_ROOT,
             env=vms_environment(env),
             stdout=output,

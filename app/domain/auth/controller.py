@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import structlog
 from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -26,6 +25,7 @@ from app.domain.auth.services import AuthSessionService
 from app.domain.users.models import User
 from app.domain.users.services import UserService
 from app.http.openapi import responses_for
+from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, session_id_of
 from app.security.passwords import PasswordHasher
@@ -35,7 +35,6 @@ from app.state import collaborator
 INVALID_CREDENTIALS = "Incorrect email or password"
 ACCOUNT_THROTTLED = "Too many failed logins for this account; try again later"
 ACCOUNT_WINDOW_SECONDS = 15 * 60
-log = structlog.get_logger("vms.auth")
 FORM_TYPES = (RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value)
 
 
@@ -104,7 +103,7 @@ async def _count_attempt(failures: FailureCounters, limit: int, account: str) ->
     if attempts <= limit:
         return
     if attempts == limit + 1:  # once per window, so a flood of refused attempts does not flood the log
-        log.warning("login throttled for an account", account=account[:12], retry_after=retry_after)
+        events.login_throttled(limit="account", retry_after=retry_after)
     raise TooManyRequestsException(ACCOUNT_THROTTLED, headers={"Retry-After": str(retry_after)})
 
 
@@ -134,8 +133,9 @@ class AuthController(Controller):
         users = UserService(
             session=db_session, write_gate=write_gate, hasher=collaborator(state, PasswordHasher)
         )
-        user = await users.authenticate(email, password)
+        user, known = await users.authenticate(email, password)
         if user is None:
+            events.login_failed(user_id=known, client=collaborator(state, ClientAddress)(request))
             raise NotAuthorizedException(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
         await failures.clear(account)
         session = await AuthSessionService(session=db_session, write_gate=write_gate).open(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.connection import ASGIConnection
 
 from app.domain.users.models import User
-from app.security.refusals import TOKEN_MISSING, refuse_forbidden, refuse_unauthenticated
+from app.security.refusals import SCRAPER, TOKEN_MISSING, refuse_forbidden, refuse_unauthenticated
 
 if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
@@ -25,3 +25,11 @@ async def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: Base
 async def requires_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if not isinstance(connection.user, User):
         refuse_unauthenticated(connection, TOKEN_MISSING, presented=False)
+
+
+async def requires_admin_or_scraper(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """An administrador, or the metrics scraper's token (``VMS_METRICS_TOKEN``)."""
+    if connection.auth != SCRAPER:
+        await requires_admin(connection, handler)

@@ -35,12 +35,12 @@ class SessionState:
 
 class PrincipalCache(InvalidatedCache[int, User]):
     def __init__(self, *, enabled: bool, max_entries: int = 10_000) -> None:
-        super().__init__(enabled=enabled, max_entries=max_entries)
+        super().__init__("accounts", enabled=enabled, max_entries=max_entries)
 
 
 class SessionCache(InvalidatedCache[int, SessionState]):
     def __init__(self, *, enabled: bool, max_entries: int = 50_000) -> None:
-        super().__init__(enabled=enabled, max_entries=max_entries)
+        super().__init__("sessions", enabled=enabled, max_entries=max_entries)
 
 
 _USER_AND_SESSION = select(User, AuthSession.user_id, AuthSession.ended_at).join(

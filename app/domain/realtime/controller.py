@@ -36,6 +36,7 @@ from app.domain.realtime.connections import ConnectionRegistry
 from app.domain.users.models import USER_ENTITY
 from app.domain.vms.models import VM_ENTITY
 from app.http.errors import websocket_fault_close
+from app.metrics import EVENTS_DELIVERED, LISTENERS_CUT_OFF, WEBSOCKETS_OPEN
 from app.state import collaborator
 
 WS_1013_TRY_AGAIN_LATER = 1013
@@ -100,11 +101,20 @@ async def _check_since(feed: ChangeFeed, since: int, head: int) -> int:
     return head
 
 
-async def forward_replayed(socket: WebSocket[Any, Token, Any], frame: bytes, outcome: _Outcome) -> None:
+def _cut_off(outcome: _Outcome) -> None:
+    LISTENERS_CUT_OFF.inc()
+    outcome.end((WS_1013_TRY_AGAIN_LATER, "too far behind"))
+
+
+async def forward_replayed(
+    socket: WebSocket[Any, Token, Any], frame: bytes, outcome: _Outcome, delivered: Any
+) -> None:
     try:
         await socket.send(WebSocketSendEvent(type="websocket.send", text=frame.decode(), bytes=None))
     except Exception:  # the peer vanished mid-send
         outcome.end()
+    else:
+        delivered.inc()
 
 
 async def _stream(
@@ -127,7 +137,9 @@ async def _stream(
         on_revoke=lambda: outcome.end((WS_1008_POLICY_VIOLATION, "token revoked")),
     )
     if isinstance(subscriber, CutOffSubscriber):
-        subscriber.when_overflowed(lambda: outcome.end((WS_1013_TRY_AGAIN_LATER, "too far behind")))
+        subscriber.when_overflowed(lambda: _cut_off(outcome))
+    delivered = EVENTS_DELIVERED.labels(channel)
+    open_sockets = WEBSOCKETS_OPEN.labels(channel)
     seconds_left = (socket.auth.exp - datetime.now(UTC)).total_seconds()
     expiry = asyncio.get_running_loop().call_later(
         max(seconds_left, 0), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
@@ -149,6 +161,8 @@ async def _stream(
             await socket.send(WebSocketSendEvent(type="websocket.send", text=payload.decode(), bytes=None))
         except Exception:  # the peer vanished mid-send
             outcome.end()
+        else:
+            delivered.inc()
 
     async def read_until_closed() -> None:
         # Nothing is expected from the client; reading is how its departure is noticed.
@@ -174,6 +188,7 @@ async def _stream(
                 raise closing from None
             replayed_through = head
         await socket.accept()
+        open_sockets.inc()
         reader = asyncio.create_task(read_until_closed())
         if since is not None:
             try:
@@ -184,7 +199,7 @@ async def _stream(
                             break
                         if outcome.future.done():
                             break
-                        await forward_replayed(socket, frame, outcome)
+                        await forward_replayed(socket, frame, outcome, delivered)
                     if outcome.future.done():
                         break
             except ReplayOutrun:
@@ -200,6 +215,7 @@ async def _stream(
         expiry.cancel()
         if reader is not None:
             reader.cancel()
+            open_sockets.dec()
         registry.remove(registration)
         await channels.unsubscribe(subscriber)
     if ending is not None:

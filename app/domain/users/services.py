@@ -61,11 +61,12 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def get_by_email(self, email: str) -> User | None:
         return await self.repository.get_one_or_none(email=email.lower())
 
-    async def authenticate(self, email: str, password: str) -> User | None:
-        """The user for these credentials, or None; the same bcrypt work either way."""
+    async def authenticate(self, email: str, password: str) -> tuple[User | None, int | None]:
+        """The user for these credentials (or None), and the id of the account the email names (or None,
+        for the security log); the same bcrypt work either way."""
         user = await self.get_by_email(email)
         ok = await self.hasher.verify(password, user.password_hash if user else None)
-        return user if ok else None
+        return (user if ok else None), (user.id if user else None)
 
     async def create_user(self, data: UserCreate, actor: User | None) -> User:
         password_hash = await self.hasher.hash(data.password)

@@ -53,7 +53,7 @@ class VMReads(InvalidatedCache[int, CachedVM]):
     """Answers every read of VMs; caches each VM's encoded response (entries invalidated on change)."""
 
     def __init__(self, engine: AsyncEngine, *, enabled: bool, max_entries: int) -> None:
-        super().__init__(enabled=enabled, max_entries=max_entries)
+        super().__init__("vms", enabled=enabled, max_entries=max_entries)
         self.engine = engine
 
     async def one(self, vm_id: int) -> CachedVM | None:

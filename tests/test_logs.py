@@ -1,0 +1,198 @@
+"""What an operator reads in the log of a real server process: one structured access line per request with
+its request id, the security events by name, JSON or plain text, and never a password, hash or token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, bearer
+from tests.helpers.processes import ServerProcess, server_process, sqlite_server_env
+from tests.helpers.sockets import ws_connect
+
+Line = dict[str, Any]
+
+
+def json_lines(server: ServerProcess) -> list[Line]:
+    lines = []
+    for text in server.log.read_text(errors="replace").splitlines():
+        if text.startswith("{"):
+            lines.append(json.loads(text))
+    return lines
+
+
+async def wait_for_line(server: ServerProcess, match: Callable[[Line], bool], seconds: float = 5.0) -> Line:
+    """The first JSON line ``match`` accepts, waiting for the process to write it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = [line for line in json_lines(server) if match(line)]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no such log line in:\n{server.output()}")
+        await asyncio.sleep(0.05)
+
+
+def access_line(request_id: str) -> Callable[[Line], bool]:
+    return lambda line: line.get("event") == "request" and line.get("request_id") == request_id
+
+
+def named(event: str, **fields: Any) -> Callable[[Line], bool]:
+    return lambda line: line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    env = sqlite_server_env(tmp_path / "vms.sqlite3", VMS_LOG_FORMAT="json", VMS_LOGIN_ACCOUNT_FAILURES="2")
+    async with server_process(env, tmp_path / "server.log", options=["--log-level", "info"]) as running:
+        yield running
+
+
+async def sign_in(http: httpx.AsyncClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> str:
+    response = await http.post("/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+async def test_one_access_line_per_request_with_its_id_route_status_duration_and_user(
+    server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        token = await sign_in(http)
+        created = await http.post(
+            "/vms",
+            json={"name": "web", "cores": 2, "ram": 2048, "disk": 20, "os": "debian", "status": "running"},
+            headers=bearer(token),
+        )
+        vm_id = created.json()["id"]
+        rid = f"trace-{uuid.uuid4().hex[:8]}"
+        response = await http.get(
+            f"/vms/{vm_id}", params={"token": token}, headers={**bearer(token), "X-Request-ID": rid}
+        )
+        assert response.status_code == 200
+        assert response.headers["X-Request-ID"] == rid  # a sane id from the client is kept and returned
+
+        line = await wait_for_line(server, access_line(rid))
+        assert line["method"] == "GET"
+        assert line["path"] == "/vms/{vm_id}"  # the route, not the id: lines group by route
+        assert line["status"] == 200
+        assert isinstance(line["duration_ms"], float | int)
+        assert line["duration_ms"] >= 0
+        assert line["user_id"] == 1  # the administrador made at start
+        assert line["level"] == "info"
+        assert "timestamp" in line
+        assert [entry for entry in json_lines(server) if entry.get("request_id") == rid] == [line]
+
+        # The change made by a request carries that request's id in the change log too.
+        changes = await http.get("/changes", params={"entity": "vm"}, headers=bearer(token))
+        assert changes.json()[0]["request_id"] == created.headers["X-Request-ID"]
+
+        # An id that is not sane is replaced, never echoed.
+        bad = await http.get("/health", headers={"X-Request-ID": "x" * 65})
+        made = bad.headers["X-Request-ID"]
+        assert made != "x" * 65
+        assert len(made) == 32
+        await wait_for_line(server, access_line(made))
+
+    log = server.log.read_text()
+    assert token not in log  # the ?token= of the read above is in no line
+    assert '"GET /vms' not in log  # uvicorn's own access line is off (ours replaces it)
+
+
+async def test_a_websocket_gets_one_line_when_it_ends_with_its_route_and_close_code(
+    server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        token = await sign_in(http)
+    async with ws_connect(server, "/ws/vms", token) as socket:  # type: ignore[arg-type]
+        rid = socket.response.headers["X-Request-ID"]
+    line = await wait_for_line(server, named("websocket", request_id=rid))
+    assert line["path"] == "/ws/vms"
+    assert line["user_id"] == 1
+    assert line["close_code"] == 1000
+    assert token not in server.log.read_text()
+
+
+async def test_security_events_are_named_and_carry_no_secret(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        admin = await sign_in(http)
+        wrong = "not-the-password-" + uuid.uuid4().hex[:6]
+        failed = await http.post("/login", json={"email": ADMIN_EMAIL, "password": wrong})
+        assert failed.status_code == 401
+        line = await wait_for_line(server, named("login_failed", request_id=failed.headers["X-Request-ID"]))
+        assert line["user_id"] == 1
+        assert line["client"] == "127.0.0.1"
+        assert line["level"] == "warning"
+
+        email = f"c-{uuid.uuid4().hex[:6]}@example.com"
+        password = "pw-" + uuid.uuid4().hex[:12]
+        created = await http.post(
+            "/users",
+            json={"name": "c", "email": email, "password": password, "rol": "cliente"},
+            headers=bearer(admin),
+        )
+        user_id = created.json()["id"]
+        cliente = await sign_in(http, email, password)
+
+        for _ in range(3):  # the account allows 2 failures (VMS_LOGIN_ACCOUNT_FAILURES), then 429
+            throttled = await http.post("/login", json={"email": email, "password": wrong})
+        assert throttled.status_code == 429
+        await wait_for_line(server, named("login_throttled", limit="account"))
+
+        refused = await http.get("/vms", headers=bearer("garbage.token.here"))
+        assert refused.status_code == 401
+        await wait_for_line(
+            server, named("token_refused", reason="malformed", request_id=refused.headers["X-Request-ID"])
+        )
+
+        forbidden = await http.post("/vms", json={}, headers=bearer(cliente))
+        assert forbidden.status_code == 403
+        await wait_for_line(server, named("forbidden", user_id=user_id, path="/vms"))
+
+        promoted = await http.patch(f"/users/{user_id}", json={"rol": "administrador"}, headers=bearer(admin))
+        assert promoted.status_code == 200
+        await wait_for_line(
+            server,
+            named("role_changed", user_id=user_id, before="cliente", after="administrador", actor_id=1),
+        )
+
+        logout = await http.post("/logout", headers=bearer(admin))
+        assert logout.status_code == 204
+        await wait_for_line(server, named("session_ended", request_id=logout.headers["X-Request-ID"]))
+        admin = await sign_in(http)
+        again = await http.get("/vms", headers=bearer(cliente))  # a role change retires the user's tokens
+        assert again.status_code == 401
+        await wait_for_line(server, named("token_refused", reason="revoked"))
+
+        deleted = await http.delete(f"/users/{user_id}", headers=bearer(admin))
+        assert deleted.status_code == 204
+        await wait_for_line(server, named("user_deleted", user_id=user_id, actor_id=1))
+
+    log = server.log.read_text()
+    for secret in (ADMIN_PASSWORD, password, wrong, admin, cliente, "$2b$"):
+        assert secret not in log
+
+
+async def test_plain_text_when_asked_and_uvicorns_access_log_back_when_ours_is_off(tmp_path: Path) -> None:
+    env = sqlite_server_env(tmp_path / "vms.sqlite3", VMS_LOG_FORMAT="console", VMS_ACCESS_LOG="false")
+    async with server_process(env, tmp_path / "server.log", options=["--log-level", "info"]) as running:
+        async with httpx.AsyncClient(base_url=running.url) as http:
+            token = await sign_in(http)
+            assert (await http.get("/vms", params={"token": token})).status_code == 401
+        await asyncio.sleep(0.3)
+        log = running.log.read_text()
+    assert not json_lines(running)  # plain text, not JSON
+    assert "serving the API at http://127.0.0.1:" in log  # the start-up line, with the docs URL after it
+    assert "/docs" in log
+    assert '"GET /vms?token=[redacted] HTTP/1.1" 401' in log  # uvicorn's line, its token redacted
+    assert token not in log
+    assert "] request " not in log  # and ours is off
