@@ -75,7 +75,7 @@ class ChangeController(Controller):
         path="/vms/{vm_id:int}/changes",
         summary="One VM's history, also after it was deleted (administrador)",
         guards=[requires_admin],
-        responses=responses_for(401, 403, 404),
+        responses=responses_for(400, 401, 403, 404),
     )
     async def vm_history(
         self,

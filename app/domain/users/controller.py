@@ -57,7 +57,7 @@ class UserController(Controller):
     @list_route(
         summary="List users (administrador)",
         guards=[requires_admin],
-        responses=responses_for(401, 403),
+        responses=responses_for(400, 401, 403),
         change_seq=True,
         repeatable=frozenset({"rol"}),
     )
@@ -94,7 +94,7 @@ class UserController(Controller):
         "/{user_id:int}",
         guards=[requires_user],
         summary="Get a user (administrador, or the user itself)",
-        responses=responses_for(401, 403, 404),
+        responses=responses_for(400, 401, 403, 404),
     )
     async def get_user(
         self, request: Request[User, Any, Any], users: NamedDependency[UserService], user_id: ResourceId
@@ -110,7 +110,7 @@ class UserController(Controller):
         opt={AUTH_OPTIONAL: True},
         before_request=strict_json_body(UserCreate),
         summary="Create a user (administrador: any role; anyone: sign up as cliente)",
-        responses=responses_for(401, 403, 409),
+        responses=responses_for(400, 401, 403, 409),
     )
     async def create_user(
         self,
@@ -136,7 +136,7 @@ class UserController(Controller):
         summary="Update a user (partial; administrador: any field; the user itself: name, email, password)",
         description="Changing your own password requires `current_password`. Changing a password or a role "
         "retires every token issued before.",
-        responses=responses_for(401, 403, 404, 409),
+        responses=responses_for(400, 401, 403, 404, 409),
     )
     async def update_user(
         self,
@@ -152,7 +152,7 @@ class UserController(Controller):
         "/{user_id:int}",
         guards=[requires_admin],
         summary="Delete a user (administrador)",
-        responses=responses_for(401, 403, 404, 409),
+        responses=responses_for(400, 401, 403, 404, 409),
     )
     async def delete_user(
         self, request: Request[User, Any, Any], users: NamedDependency[UserService], user_id: ResourceId

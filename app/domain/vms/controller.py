@@ -85,7 +85,7 @@ class VMController(Controller):
     @list_route(
         summary="List VMs",
         guards=[requires_user],
-        responses=responses_for(401),
+        responses=responses_for(400, 401),
         change_seq=True,
         repeatable=frozenset({"status", "os"}),
     )
@@ -125,7 +125,7 @@ class VMController(Controller):
         guards=[requires_user],
         summary="Get a VM",
         response_headers=[etag_header],
-        responses={**responses_for(401, 404), **not_modified},
+        responses={**responses_for(400, 401, 404), **not_modified},
     )
     async def get_vm(
         self, state: State, vm_id: ResourceId, if_none_match: IfNoneMatch = None
@@ -148,7 +148,7 @@ class VMController(Controller):
         summary="Create a VM (administrador)",
         before_request=strict_json_body(VMCreate),
         response_headers=[etag_header],
-        responses=responses_for(401, 403),
+        responses=responses_for(400, 401, 403),
     )
     async def create_vm(
         self, request: Request[User, Any, Any], vms: NamedDependency[VMService], data: JSONBody[VMCreate]
@@ -162,7 +162,7 @@ class VMController(Controller):
         summary="Update a VM (administrador; partial, honours If-Match)",
         before_request=strict_json_body(VMUpdate),
         response_headers=[etag_header],
-        responses=responses_for(401, 403, 404, 412),
+        responses=responses_for(400, 401, 403, 404, 412),
     )
     async def update_vm(
         self,
@@ -178,7 +178,7 @@ class VMController(Controller):
         "/{vm_id:int}",
         guards=[requires_admin],
         summary="Delete a VM (administrador; honours If-Match)",
-        responses=responses_for(401, 403, 404, 412),
+        responses=responses_for(400, 401, 403, 404, 412),
     )
     async def delete_vm(
         self,
