@@ -37,7 +37,7 @@ import schemathesis
 from litestar import Litestar
 from schemathesis.core.failures import Failure
 from schemathesis.engine import events, from_schema
-from schemathesis.openapi.checks import RejectedPositiveData
+from schemathesis.openapi.checks import RejectedPositiveData, UseAfterFree
 from schemathesis.python import asgi
 
 from app import create_app
@@ -168,6 +168,8 @@ def load_schema(target: Target, rol: str, report: RunReport) -> Any:
     # A known finding is set aside (and counted) instead of failing the run: each has a strict-xfail
     # reproducer below, and left in, it would make the engine re-run whole suites hunting variants of it.
     def filter_failure(context: Any, failure: Failure, case: schemathesis.Case, response: Any) -> bool:
+        if isinstance(failure, UseAfterFree) and case.operation.path in READABLE_AFTER_DELETE:
+            return False  # by design, not a finding
         name = known_finding(failure, case)
         if name is None:
             return True
@@ -202,6 +204,10 @@ def _password_over_72_bytes(case: schemathesis.Case) -> bool:
         if key in {"password", "current_password"}
     )
 
+
+# A deleted VM's history stays readable (the contract's GET /vms/{id}/changes): a 200 there after the
+# DELETE is the feature, which tests/domain/changes covers.
+READABLE_AFTER_DELETE = {"/vms/{vm_id}/changes"}
 
 KNOWN_FINDINGS: dict[str, Callable[[Failure, schemathesis.Case], bool]] = {
     # Each entry has a strict xfail reproducer at the end of this module; remove both once fixed.
