@@ -127,6 +127,7 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
         assert code == 0, output
         assert ALEMBIC_LINE in output  # --verbose shows the migrations' lines
         assert "1 session(s) ended" in output
+        assert "session_ended" in output  # the security event, on the command's standard error
         assert_no_secrets(output, NEW_PASSWORD)
         await wait_refused(http, server.url, client_token)
         assert json.loads(await asyncio.to_thread(ok, "sessions", CLIENT, "--json")) == []
