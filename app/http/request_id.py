@@ -6,8 +6,9 @@ plain ASGI wrapper, not a Litestar middleware class: it only sets a context vari
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,13 +19,23 @@ HEADER = b"x-request-id"
 SANE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
 
+# A made id is this process's random prefix and a counter: unique without a uuid4 per request, whose
+# os.urandom call was 4.6% of a cached read's time. It names a request; it guards nothing.
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
+
+
+def _new_id() -> bytes:
+    return f"{_PREFIX}{next(_COUNTER):016x}".encode()
+
+
 def with_request_id(app: ASGIApp) -> ASGIApp:
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await app(scope, receive, send)
             return
         given = next((value for name, value in scope["headers"] if name == HEADER), None)
-        rid = given if given is not None and SANE.match(given) else uuid.uuid4().hex.encode()
+        rid = given if given is not None and SANE.match(given) else _new_id()
         token = request_id.set(rid.decode())
 
         async def send_with_id(message: Message) -> None:
