@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 import sys
+import threading
 from typing import Any, Literal
 
 import msgspec
@@ -135,22 +136,24 @@ class StderrLogger:
 
     def __init__(self) -> None:
         self._pending: list[str] = []
+        self._lock = threading.Lock()  # a process may run several loops (the command line's threads)
 
     def msg(self, message: str) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is None:
             self._write(message + "\n")
             return
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append(message)
+        with self._lock:
+            if not self._pending:
+                loop.call_soon(self._flush)
+            self._pending.append(message)
 
     def _flush(self) -> None:
-        lines, self._pending = self._pending, []
-        self._write("\n".join(lines) + "\n")
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if lines:
+            self._write("\n".join(lines) + "\n")
 
     @staticmethod
     def _write(text: str) -> None:

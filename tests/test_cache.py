@@ -45,8 +45,8 @@ def test_size_is_bounded_oldest_first() -> None:
 
 def test_disabled_or_zero_sized_cache_stores_nothing() -> None:
     for cache in (
-        InvalidatedCache[int, int](enabled=False, max_entries=10),
-        InvalidatedCache[int, int](enabled=True, max_entries=0),
+        InvalidatedCache[int, int]("test", enabled=False, max_entries=10),
+        InvalidatedCache[int, int]("test", enabled=True, max_entries=0),
     ):
         cache.put(1, 1, cache.generation)
         assert cache.get(1) is None
