@@ -19,13 +19,12 @@ from litestar.static_files import create_static_files_router
 from app.backends import create_stores
 from app.bootstrap import bootstrap_admin
 from app.cli import UsersCLIPlugin
+from app.command_line import requested_workers, serving_url
 from app.config import (
     ConfigError,
     Settings,
     check_deployment,
     get_settings,
-    requested_workers,
-    serving_url,
 )
 from app.db.engine import run_migrations
 from app.domain.auth.controller import AuthController

@@ -22,6 +22,7 @@ from litestar.testing import TestClient
 
 from app import create_app
 from app.cli import users_group
+from app.command_line import requested_workers, serving_url
 from app.config import (
     ConfigError,
     Settings,
@@ -29,7 +30,6 @@ from app.config import (
     get_settings,
     jwt_secret,
     load_settings,
-    requested_workers,
 )
 from tests.helpers import bearer, free_port
 
@@ -57,6 +57,30 @@ def settings_from(tmp_path: Path, **env: str) -> Settings:
 )
 def test_requested_workers(argv: list[str], environ: dict[str, str], expected: int) -> None:
     assert requested_workers(argv, environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["litestar", "run"], {}, "http://127.0.0.1:8000"),
+        (["litestar", "run", "-H", "0.0.0.0", "-p", "9000"], {}, "http://0.0.0.0:9000"),
+        (
+            ["uvicorn", "--factory", "app:create_app", "--port=8443", "--ssl-certfile", "c.pem"],
+            {},
+            "https://127.0.0.1:8443",
+        ),
+        (["litestar", "run"], {"LITESTAR_HOST": "::1", "LITESTAR_PORT": "81"}, "http://[::1]:81"),
+        (
+            ["uvicorn", "--factory", "app:create_app", "--uds", "/run/vms.sock"],
+            {},
+            "http://unix:/run/vms.sock",
+        ),
+    ],
+)
+def test_the_start_up_line_names_where_the_server_listens(
+    argv: list[str], environ: dict[str, str], expected: str
+) -> None:
+    assert serving_url(argv, environ) == expected
 
 
 def test_several_workers_without_redis_are_refused_at_start(
