@@ -63,7 +63,7 @@ def test_requested_workers(argv: list[str], environ: dict[str, str], expected: i
     ("argv", "environ", "expected"),
     [
         (["litestar", "run"], {}, "http://127.0.0.1:8000"),
-        (["litestar", "run", "-H", "0.0.0.0", "-p", "9000"], {}, "http://0.0.0.0:9000"),
+        (["litestar", "run", "-H", "10.0.0.5", "-p", "9000"], {}, "http://10.0.0.5:9000"),
         (
             ["uvicorn", "--factory", "app:create_app", "--port=8443", "--ssl-certfile", "c.pem"],
             {},
