@@ -48,8 +48,8 @@ from app.http.openapi import (
 from app.http.request_id import with_request_id
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
-from app.logs import create_logging_plugin, install_redaction
-from app.metrics import DB_POOL_IN_USE, read_gauge
+from app.logs import configure_server_loggers, create_logging_plugin
+from app.metrics import CHANGE_LOG_LAST_SEQ, DB_POOL_IN_USE, read_gauge
 from app.security.events import LoggedRateLimitMiddleware
 from app.state import collaborators
 from app.wiring import Wiring
@@ -110,7 +110,8 @@ def _build_app(settings: Settings) -> Litestar:
     )
     prometheus = create_prometheus_config()
     read_gauge(DB_POOL_IN_USE, wiring.pool_in_use)
-    install_redaction(uvicorn_access_log=not settings.access_log)
+    read_gauge(CHANGE_LOG_LAST_SEQ, lambda: wiring.feed.last_seq)
+    configure_server_loggers(uvicorn_access_log=not settings.access_log)
     logging = create_logging_plugin(
         debug=settings.debug, level=settings.log_level, log_format=settings.log_format
     )

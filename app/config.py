@@ -11,12 +11,13 @@ import secrets
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 import msgspec.inspect
 from sqlalchemy.engine import make_url
 
+from app.logs import LogFormat
 from app.security.credentials import email_problem, password_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     docs_cdn: bool = False
     log_level: str = "INFO"
     # JSON lines, or plain text (console); auto: plain text when standard error is a terminal.
-    log_format: Literal["auto", "console", "json"] = "auto"
+    log_format: LogFormat = "auto"
     # VMS's own access line per request (app/http/access_log.py) instead of uvicorn's.
     access_log: bool = True
     # A static bearer token GET /metrics also accepts (a Prometheus scraper's); unset: administradores only.
@@ -98,6 +99,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _LIST_KEYS = {"cors_origins", "trusted_proxies"}
+# Optional keys an empty variable leaves unset (VMS_REDIS_URL= turns Redis off).
+_EMPTY_MEANS_UNSET = {"jwt_secret", "redis_url", "admin_email", "admin_password", "metrics_token"}
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -111,13 +114,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if key in _LIST_KEYS:
             overrides[key] = [item.strip() for item in value.split(",") if item.strip()]
-        elif value == "" and key in {
-            "jwt_secret",
-            "redis_url",
-            "admin_email",
-            "admin_password",
-            "metrics_token",
-        }:
+        elif value == "" and key in _EMPTY_MEANS_UNSET:
             overrides[key] = None
         else:
             overrides[key] = value

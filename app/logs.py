@@ -59,7 +59,7 @@ class DropAll(logging.Filter):
         return False
 
 
-def install_redaction(*, uvicorn_access_log: bool) -> None:
+def configure_server_loggers(*, uvicorn_access_log: bool) -> None:
     """Redact tokens from the standard-library loggers of the server and Litestar; switch uvicorn's access
     log off when VMS writes its own (``uvicorn_access_log`` False).
 

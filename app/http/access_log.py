@@ -24,12 +24,14 @@ log = structlog.get_logger("vms.access")
 MAX_PATH = 200
 
 
-def _route(scope: Scope) -> str:
+def route_of(scope: Scope) -> str:
+    """The route's template, or for a request no route matched its path, cut to ``MAX_PATH``."""
     template = scope.get("path_template")
     return template if template is not None else scope["path"][:MAX_PATH]
 
 
-def _user_id(scope: Scope) -> Any:
+def user_id_of(scope: Scope) -> Any:
+    """The id of the signed-in caller, or None (anonymous, or not authenticated yet)."""
     return getattr(scope.get("user"), "id", None)
 
 
@@ -62,10 +64,10 @@ async def _http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Non
         log.info(
             "request",
             method=cast("HTTPScope", scope)["method"],
-            path=_route(scope),
+            path=route_of(scope),
             status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            user_id=_user_id(scope),
+            user_id=user_id_of(scope),
         )
 
 
@@ -91,8 +93,8 @@ async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     finally:
         log.info(
             "websocket",
-            path=_route(scope),
+            path=route_of(scope),
             close_code=close_code,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            user_id=_user_id(scope),
+            user_id=user_id_of(scope),
         )

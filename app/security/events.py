@@ -19,14 +19,11 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import RateLimitMiddleware
 from litestar.types import Receive, Scope, Send
 
+from app.http.access_log import route_of, user_id_of
 from app.metrics import FORBIDDEN, LOGIN_FAILURES, LOGIN_THROTTLED, TOKENS_REFUSED
 
 log = structlog.get_logger("vms.security")
 _throttled_by = {limit: LOGIN_THROTTLED.labels(limit) for limit in ("address", "account")}
-
-
-def _route(scope: Scope) -> str:
-    return scope.get("path_template") or scope["path"][:200]
 
 
 def login_failed(*, user_id: int | None, client: str) -> None:
@@ -41,13 +38,12 @@ def login_throttled(*, limit: str, client: str | None = None, retry_after: int |
 
 def token_refused(connection: ASGIConnection[Any, Any, Any, Any], reason: str) -> None:
     TOKENS_REFUSED.labels(reason).inc()
-    log.warning("token_refused", reason=reason, path=_route(connection.scope))
+    log.warning("token_refused", reason=reason, path=route_of(connection.scope))
 
 
 def forbidden(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     FORBIDDEN.inc()
-    user_id = getattr(connection.scope.get("user"), "id", None)
-    log.warning("forbidden", user_id=user_id, path=_route(connection.scope))
+    log.warning("forbidden", user_id=user_id_of(connection.scope), path=route_of(connection.scope))
 
 
 def session_ended(*, session_id: int, actor_id: int | None) -> None:

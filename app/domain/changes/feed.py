@@ -30,7 +30,7 @@ from app.db.engine import SessionFactory
 from app.db.faults import DatabaseFaults
 from app.db.transactions import Change
 from app.domain.changes.models import ENTRY_COLUMNS, LOGGED_ENTITIES, ChangeEntry, ChangeLogHead
-from app.metrics import CHANGE_LOG_LAG, CHANGE_LOG_LAST_SEQ
+from app.metrics import CHANGE_LOG_LAG
 
 log = structlog.get_logger("vms.changes")
 
@@ -192,13 +192,7 @@ class ChangeFeed:
 
     def _deliver(self, seq: int, at: datetime, entity: str, frame: bytes) -> None:
         self.last_seq = seq
-        CHANGE_LOG_LAST_SEQ.set(seq)
         # The lag from commit to delivery: near 0 for this process's writes, up to the poll for others'.
-        CHANGE_LOG_LAG.observe(max((datetime.now(UTC) - _aware(at)).total_seconds(), 0.0))
+        CHANGE_LOG_LAG.observe(max((datetime.now(UTC) - at).total_seconds(), 0.0))
         if entity in LOGGED_ENTITIES:
             self._fanout.publish(entity, frame)
-
-
-def _aware(at: datetime) -> datetime:
-    """SQLite hands timestamps back without their offset; they are UTC."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
