@@ -1,0 +1,48 @@
+"""The messages ``/ws/vms`` and ``/ws/users`` send, as structs: the one description of an event frame.
+
+:meth:`app.channels.events.EventFanout.frame` writes these keys; the AsyncAPI document
+(app/domain/realtime/asyncapi.py) takes its payload schemas from these structs, and the realtime tests
+decode every frame they receive with them, so the document, the frames and the structs cannot drift apart.
+Unknown fields are forbidden so that a key added to the frame and not here fails those tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from app.domain.users.schemas import UserRead
+from app.domain.vms.schemas import VMRead
+
+Seq = Annotated[
+    int, Meta(ge=1, description="The change's place in the change log: resume with `?since=<seq>`.")
+]
+At = Annotated[datetime, Meta(description="When the change committed (UTC, ISO 8601 with an offset).")]
+ActorId = Annotated[
+    int | None, Meta(description="The user who made the change; null for the CLI and the start-up bootstrap.")
+]
+Origin = Annotated[str, Meta(description="The process that delivered the event (`host:pid`).")]
+
+
+class VMEvent(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A VM was created, updated or deleted; `vm` is its representation (the last one, once deleted)."""
+
+    event: Literal["vm_created", "vm_updated", "vm_deleted"]
+    vm: VMRead
+    seq: Seq
+    at: At
+    actor_id: ActorId
+    origin: Origin
+
+
+class UserEvent(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A user was created, updated or deleted; `user` is its representation (never a password)."""
+
+    event: Literal["user_created", "user_updated", "user_deleted"]
+    user: UserRead
+    seq: Seq
+    at: At
+    actor_id: ActorId
+    origin: Origin
