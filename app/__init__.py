@@ -30,6 +30,7 @@ from app.db.engine import run_migrations
 from app.domain.auth.controller import AuthController
 from app.domain.auth.guards import requires_admin_or_scraper
 from app.domain.changes.controller import ChangeController
+from app.domain.realtime.asyncapi import create_asyncapi_route
 from app.domain.realtime.connections import ConnectionRegistry
 from app.domain.realtime.controller import user_events, vm_events
 from app.domain.users.controller import UserController
@@ -131,6 +132,7 @@ def _build_app(settings: Settings) -> Litestar:
             user_events,
             health,
             docs_assets,
+            create_asyncapi_route(__version__),
             create_metrics_controller(requires_admin_or_scraper, settings.metrics_token),
         ],
         state=State(

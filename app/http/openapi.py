@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 SCALAR_VERSION = "1.76.0"
 SCALAR_ASSETS_DIR = PROJECT_ROOT / "app" / "static" / "scalar"
 SCALAR_ASSETS_PATH = "/docs/assets"
+ASYNCAPI_PATH = "/docs/asyncapi.json"
+"""Where the WebSockets' AsyncAPI document is served; the docs page links to it."""
 
 
 class Problem(msgspec.Struct, kw_only=True):
@@ -114,7 +116,9 @@ def create_openapi_config(*, use_cdn: bool, version: str, components: list[Compo
     return OpenAPIConfig(
         title="VMS",
         version=version,
-        description="Virtual machine inventory and user accounts. Sign in with POST /login.",
+        description="Virtual machine inventory and user accounts. Sign in with POST /login.\n\n"
+        "Live changes stream over WebSocket on `/ws/vms` and `/ws/users`: their messages, authentication, "
+        f"`since` and close codes are in the [AsyncAPI 3.0 document]({ASYNCAPI_PATH}).",
         path="/docs",
         render_plugins=[scalar],
         servers=[Server(url="/")],
