@@ -36,6 +36,7 @@ from app.domain.changes.feed import ChangeFeed
 from app.domain.changes.models import LOGGED_ENTITIES
 from app.domain.changes.recorder import record_changes
 from app.domain.changes.retention import Retention
+from app.domain.realtime.messages import UserEvent, VMEvent
 from app.domain.users.models import USER_ENTITY
 from app.domain.users.services import UserService
 from app.domain.vms.models import VM_ENTITY
@@ -82,7 +83,11 @@ class Wiring:
         self.hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
         self.login_failures = create_login_failures(settings)
         self.client_address = ClientAddress(settings.trusted_proxies)
-        self.events = EventFanout(self.channels, {VM_ENTITY: VMS_CHANNEL, USER_ENTITY: USERS_CHANNEL})
+        self.events = EventFanout(
+            self.channels,
+            routes={VM_ENTITY: VMS_CHANNEL, USER_ENTITY: USERS_CHANNEL},
+            messages={VM_ENTITY: VMEvent, USER_ENTITY: UserEvent},
+        )
         copies = {
             VM_ENTITY: self.vm_reads.invalidate,
             USER_ENTITY: self.principals.users.invalidate,

@@ -1,6 +1,7 @@
 """The messages ``/ws/vms`` and ``/ws/users`` send, as structs: the one description of an event frame.
 
-:meth:`app.channels.events.EventFanout.frame` writes these keys; the AsyncAPI document
+:meth:`app.channels.events.EventFanout.frame` builds every frame as one of these (the composition root
+gives it the struct of each entity), so a frame has exactly their keys; the AsyncAPI document
 (app/domain/realtime/asyncapi.py) takes its payload schemas from these structs, and the realtime tests
 decode every frame they receive with them, so the document, the frames and the structs cannot drift apart.
 Unknown fields are forbidden so that a key added to the frame and not here fails those tests.
