@@ -5,8 +5,9 @@ emit 3.0.0 for Litestar 2 and reads msgspec structs, but builds each channel wit
 parameters, servers and bindings (no description, no ``x-`` extension, so nowhere for the close codes),
 takes payload schemas from Litestar's OpenAPI generator instead of msgspec's own (which drops the
 ``additionalProperties: false`` of ``forbid_unknown_fields``), and mounts its own ``/assets`` and catch-all
-routes under its docs path, which collide with Scalar's ``/docs/assets`` and the OpenAPI routes at
-``/docs``; a dependency carrying 1.9 MB of UI assets for one JSON document it could not fully describe.
+routes under its docs path, so at ``/docs`` the app does not start ("Handler already registered for path
+'/docs/assets/{file_path:path}'": Scalar's assets). A dependency with 7.6 MB of UI assets, for one JSON
+document it could not fully describe.
 
 Message payloads are ``msgspec.json.schema_components`` of the structs in
 app/domain/realtime/messages.py, and the close codes are the constants the realtime code closes with, so
