@@ -21,7 +21,8 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins import CLIPluginProtocol
 
 from app.config import get_settings
-from app.domain.auth.schemas import SessionRead
+from app.domain.auth.models import AuthSession
+from app.domain.auth.schemas import SessionRead, to_session_read
 from app.domain.auth.services import AuthSessionService
 from app.domain.users.models import ROLE_ADMIN, ROLES, Role, User
 from app.domain.users.schemas import UserCreate, UserUpdate
@@ -220,10 +221,11 @@ def set_role(email: str, role: str) -> None:
 def reset_password(email: str, password: str | None, password_stdin: bool) -> None:
     data = _convert({"password": _password(password, password_stdin)}, UserUpdate)
 
-    async def action(services: Services) -> list[int]:
+    async def action(services: Services) -> list[AuthSession]:
         user = await _user(services.users, email)
-        await services.users.update_user(user.id, data, actor=None)  # retires every token it had
-        return await services.sessions.end_all(user.id, actor=None)
+        open_before = await services.sessions.open_sessions(user.id)
+        await services.users.update_user(user.id, data, actor=None)  # ends every session it had
+        return open_before
 
     ended = _run(action)
     click.echo(f"Password of {email.lower()} reset; {len(ended)} session(s) ended.")
@@ -253,17 +255,18 @@ def delete(email: str, yes: bool) -> None:
 def sessions(email: str, as_json: bool) -> None:
     async def action(services: Services) -> list[SessionRead]:
         user = await _user(services.users, email)
-        return [
-            SessionRead(id=s.id, created_at=s.created_at, ip=s.client_ip, user_agent=s.user_agent)
-            for s in await services.sessions.open_sessions(user.id)
-        ]
+        return [to_session_read(s) for s in await services.sessions.open_sessions(user.id)]
 
     found = _run(action)
     if as_json:
         _echo_json(found)
         return
-    header = ("id", "created_at", "ip", "user_agent")
-    click.echo(_table(header, [(s.id, s.created_at.isoformat(), s.ip, s.user_agent) for s in found]))
+    header = ("id", "created_at", "last_used_at", "ip", "user_agent")
+    rows = [
+        (s.id, s.created_at.isoformat(), s.last_used_at and s.last_used_at.isoformat(), s.ip, s.user_agent)
+        for s in found
+    ]
+    click.echo(_table(header, rows))
 
 
 class UsersCLIPlugin(CLIPluginProtocol):

@@ -36,7 +36,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     jwt_secret_file: str | None = None
     jwt_issuer: str = "vms"
     jwt_audience: str = "vms-api"
-    token_ttl_minutes: Annotated[int, msgspec.Meta(ge=1, le=60 * 24 * 30)] = 60
+    token_ttl_minutes: Annotated[int, msgspec.Meta(ge=1, le=60 * 24 * 30)] = 15
+    # How long a refresh token (and so a session nobody uses) lives; every refresh starts it again.
+    refresh_ttl_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
     admin_email: str | None = None
     admin_password: str | None = None
     admin_name: str = "Administrator"

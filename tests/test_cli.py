@@ -107,7 +107,7 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
         # The same commands in this process (a thread: they run their own event loop), same database.
         use_environment(monkeypatch, env)
         (session,) = json.loads(await asyncio.to_thread(ok, "sessions", CLIENT, "--json"))
-        assert set(session) == {"id", "created_at", "ip", "user_agent"}
+        assert set(session) == {"id", "created_at", "last_used_at", "ip", "user_agent", "current"}
         assert session["ip"] == "127.0.0.1"
         assert session["user_agent"].startswith("python-httpx")
 

@@ -101,7 +101,8 @@ def test_several_workers_without_redis_are_refused_at_start(
 def test_documented_defaults_from_litestar_toml() -> None:
     settings = load_settings({})
     assert settings.database_url == "sqlite+aiosqlite:///vms.sqlite3"
-    assert settings.token_ttl_minutes == 60
+    assert settings.token_ttl_minutes == 15
+    assert settings.refresh_ttl_days == 30
     assert settings.bcrypt_rounds == 12
     assert settings.allow_signup is True
     assert settings.jwt_secret is None
@@ -111,7 +112,7 @@ def test_documented_defaults_from_litestar_toml() -> None:
     # the code's own defaults agree with the documented ones when there is no file at all
     bare = load_settings({}, config_file=ABSENT)
     assert (bare.database_url, bare.token_ttl_minutes, bare.bcrypt_rounds, bare.allow_signup) == (
-        settings.database_url, 60, 12, True,
+        settings.database_url, 15, 12, True,
     )  # fmt: skip
 
 
@@ -145,9 +146,9 @@ def test_environment_overrides_with_the_vms_prefix(tmp_path: Path) -> None:
 
 def test_environment_beats_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "vms.toml"
-    config.write_text("[vms]\ntoken_ttl_minutes = 15\nbcrypt_rounds = 6\nallow_signup = false\n")
+    config.write_text("[vms]\ntoken_ttl_minutes = 20\nbcrypt_rounds = 6\nallow_signup = false\n")
     settings = load_settings({"VMS_CONFIG_FILE": str(config), "VMS_BCRYPT_ROUNDS": "5"})
-    assert (settings.token_ttl_minutes, settings.bcrypt_rounds, settings.allow_signup) == (15, 5, False)
+    assert (settings.token_ttl_minutes, settings.bcrypt_rounds, settings.allow_signup) == (20, 5, False)
     assert load_settings({}, config_file=config).bcrypt_rounds == 6
 
 

@@ -5,6 +5,7 @@ its request id, the security events by name, JSON or plain text, and never a pas
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -177,8 +178,21 @@ async def test_security_events_are_named_and_carry_no_secret(server: ServerProce
         assert deleted.status_code == 204
         await wait_for_line(server, named("user_deleted", user_id=user_id, actor_id=1))
 
+        pair = await http.post("/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        spent = pair.json()["refresh_token"]
+        renewed = await http.post("/login/refresh", json={"refresh_token": spent})
+        assert renewed.status_code == 200
+        reused = await http.post("/login/refresh", json={"refresh_token": spent})
+        assert reused.status_code == 401
+        await wait_for_line(
+            server, named("token_refused", reason="refresh_reused", request_id=reused.headers["X-Request-ID"])
+        )
+        await wait_for_line(server, named("session_ended", request_id=reused.headers["X-Request-ID"]))
+        refresh_tokens = [spent, renewed.json()["refresh_token"]]
+
     log = server.log.read_text()
-    for secret in (ADMIN_PASSWORD, password, wrong, admin, cliente, "$2b$"):
+    hashes = [hashlib.sha256(token.encode()).hexdigest() for token in refresh_tokens]
+    for secret in (ADMIN_PASSWORD, password, wrong, admin, cliente, "$2b$", *refresh_tokens, *hashes):
         assert secret not in log
 
 

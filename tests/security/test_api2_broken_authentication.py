@@ -183,11 +183,16 @@ async def test_a_token_stops_working_after_logout(client: Any, cliente: Account)
     assert await me_status(client, other_session) == 200
 
 
-async def test_a_token_stops_working_after_a_password_change(client: Any, cliente: Account) -> None:
+async def test_a_password_change_retires_the_tokens_of_the_other_sessions(
+    client: Any, cliente: Account
+) -> None:
+    """Someone signed in elsewhere with the old password is out; the session that changed it goes on."""
+    elsewhere = await login(client, cliente.email, cliente.password)
     change = {"password": "brand-new-password", "current_password": cliente.password}
     response = await client.patch(f"/users/{cliente.id}", json=change, headers=cliente.headers)
     assert response.status_code == 200, response.text
-    assert await me_status(client, cliente.token) == 401
+    assert await me_status(client, elsewhere) == 401
+    assert await me_status(client, cliente.token) == 200
     refused = await client.post("/login", json={"email": cliente.email, "password": cliente.password})
     assert refused.status_code == 401
     assert await login(client, cliente.email, "brand-new-password")
@@ -286,7 +291,8 @@ async def test_the_oauth2_form_answers_like_json(client: Any, cliente: Account) 
 async def test_login_responses_carry_no_account_details(client: Any, cliente: Account) -> None:
     response = await client.post("/login", json={"email": cliente.email, "password": cliente.password})
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"}
+    assert cliente.email not in body["refresh_token"]
     _, claims, _ = split(body["access_token"])
     assert cliente.email not in str(claims)
     assert cliente.password not in str(claims)

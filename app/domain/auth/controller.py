@@ -5,26 +5,41 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import NotAuthorizedException, TooManyRequestsException, ValidationException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    NotFoundException,
+    TooManyRequestsException,
+    ValidationException,
+)
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.params import JSONBody
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.transactions import WriteGate
-from app.domain.auth.guards import requires_user
-from app.domain.auth.schemas import LoginRequest, OAuth2PasswordForm, TokenResponse
-from app.domain.auth.services import AuthSessionService
+from app.domain.auth.guards import requires_admin, requires_user
+from app.domain.auth.schemas import (
+    LoginRequest,
+    OAuth2PasswordForm,
+    RefreshRequest,
+    SessionRead,
+    TokenResponse,
+    to_session_read,
+)
+from app.domain.auth.services import AuthSessionService, Opened, RefreshRefused
 from app.domain.users.models import User
 from app.domain.users.services import UserService
 from app.http.openapi import responses_for
+from app.http.pagination import ResourceId
 from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, session_id_of
@@ -107,6 +122,24 @@ async def _count_attempt(failures: FailureCounters, limit: int, account: str) ->
     raise TooManyRequestsException(ACCOUNT_THROTTLED, headers={"Retry-After": str(retry_after)})
 
 
+def _sessions(db_session: AsyncSession, state: State) -> AuthSessionService:
+    refresh_ttl = timedelta(days=collaborator(state, Settings).refresh_ttl_days)
+    return AuthSessionService(
+        session=db_session, write_gate=collaborator(state, WriteGate), refresh_ttl=refresh_ttl
+    )
+
+
+def _token_pair(tokens: TokenService, state: State, opened: Opened) -> TokenResponse:
+    user = opened.user
+    return TokenResponse(
+        access_token=tokens.issue(user.id, user.token_version, opened.session.id),
+        token_type="bearer",  # noqa: S106  (the OAuth2 token type, not a secret)
+        expires_in=int(tokens.ttl.total_seconds()),
+        refresh_token=opened.refresh_token,
+        refresh_expires_in=collaborator(state, Settings).refresh_ttl_days * 86_400,
+    )
+
+
 class AuthController(Controller):
     tags = ["auth"]  # noqa: RUF012
 
@@ -138,16 +171,38 @@ class AuthController(Controller):
             events.login_failed(user_id=known, client=collaborator(state, ClientAddress)(request))
             raise NotAuthorizedException(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
         await failures.clear(account)
-        session = await AuthSessionService(session=db_session, write_gate=write_gate).open(
+        opened = await _sessions(db_session, state).open(
             user,
             client_ip=collaborator(state, ClientAddress)(request),
             user_agent=request.headers.get("user-agent"),
         )
-        return TokenResponse(
-            access_token=tokens.issue(user.id, user.token_version, session.id),
-            token_type="bearer",  # noqa: S106  (the OAuth2 token type, not a secret)
-            expires_in=int(tokens.ttl.total_seconds()),
-        )
+        return _token_pair(tokens, state, opened)
+
+    @post(
+        "/login/refresh",
+        exclude_from_auth=True,
+        security=[{}],
+        summary="Spend a refresh token for a new pair of tokens",
+        description="The refresh token given is spent: the answer carries the next one. Presenting a spent "
+        "refresh token again ends its whole session (someone else may hold a copy) and answers 401. Send one "
+        "refresh at a time per session: of two sent at once with the same token, one gets the pair and the "
+        "other ends the session.",
+        status_code=200,
+        responses=responses_for(400, 401),
+    )
+    async def refresh(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[RefreshRequest],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+    ) -> TokenResponse:
+        try:
+            opened = await _sessions(db_session, state).refresh(data.refresh_token)
+        except RefreshRefused as refused:
+            events.token_refused(request, reason=f"refresh_{refused.code}")
+            raise NotAuthorizedException(refused.detail) from None
+        return _token_pair(collaborator(state, TokenService), state, opened)
 
     @post(
         "/logout",
@@ -167,5 +222,59 @@ class AuthController(Controller):
         session_id = session_id_of(request.auth)
         if session_id is not None:  # always set: the middleware accepts no token without a session
             # Every worker closes the WebSockets of this session (app/domain/realtime/connections.py).
-            sessions = AuthSessionService(session=db_session, write_gate=collaborator(state, WriteGate))
-            await sessions.end(session_id, actor=request.user)
+            await _sessions(db_session, state).end(session_id, actor=request.user)
+
+    @get(
+        "/users/me/sessions",
+        guards=[requires_user],
+        summary="Your open sessions",
+        description="Every sign-in of yours that has not ended, oldest first; `current` marks the one whose "
+        "token asked. No token or secret is shown.",
+        responses=responses_for(401),
+    )
+    async def my_sessions(
+        self, request: Request[User, Token, Any], db_session: NamedDependency[AsyncSession], state: State
+    ) -> list[SessionRead]:
+        current = session_id_of(request.auth)
+        found = await _sessions(db_session, state).open_sessions(request.user.id)
+        return [to_session_read(session, current) for session in found]
+
+    @delete(
+        "/users/me/sessions/{session_id:int}",
+        guards=[requires_user],
+        summary="End one of your sessions",
+        description="Its refresh token and access tokens stop working at once, on every worker; its "
+        "WebSockets are closed. 404 when you have no open session with this id.",
+        responses=responses_for(400, 401, 404),
+    )
+    async def end_my_session(
+        self,
+        request: Request[User, Token, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        session_id: ResourceId,
+    ) -> None:
+        ended = await _sessions(db_session, state).end(
+            session_id, actor=request.user, owner_id=request.user.id
+        )
+        if not ended:
+            raise NotFoundException(f"You have no open session {session_id}")
+
+    @delete(
+        "/users/{user_id:int}/sessions",
+        guards=[requires_admin],
+        summary="End every session of a user (administrador)",
+        description="The user's refresh and access tokens stop working at once; their WebSockets are closed. "
+        "204 also when the user had no open session.",
+        responses=responses_for(400, 401, 403, 404),
+    )
+    async def end_user_sessions(
+        self,
+        request: Request[User, Token, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        user_id: ResourceId,
+    ) -> None:
+        if await db_session.get(User, user_id) is None:
+            raise NotFoundException(f"User {user_id} not found")
+        await _sessions(db_session, state).end_all(user_id, actor=request.user)

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from app.domain.auth.models import AuthSession
 from app.http.validation import NO_NUL
 
 
@@ -27,13 +28,42 @@ class OAuth2PasswordForm(Struct, kw_only=True):
 class TokenResponse(Struct, kw_only=True):
     access_token: str
     token_type: Literal["bearer"]
-    expires_in: Annotated[int, Meta(description="Seconds until the token expires.")]
+    expires_in: Annotated[int, Meta(description="Seconds until the access token expires.")]
+    refresh_token: Annotated[
+        str,
+        Meta(
+            description="Spend it at POST /login/refresh for a new pair before the access token expires. "
+            "It works once: presenting it again ends the session."
+        ),
+    ]
+    refresh_expires_in: Annotated[int, Meta(description="Seconds until the refresh token expires.")]
+
+
+class RefreshRequest(Struct, kw_only=True):
+    """Other keys are ignored, as on ``/login``."""
+
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=1024, examples=["kP9x...the refresh_token"])]
 
 
 class SessionRead(Struct, kw_only=True):
-    """An open sign-in session as an operator sees it (no token, nothing secret)."""
+    """An open sign-in session (no token, nothing secret)."""
 
     id: int
     created_at: datetime
+    last_used_at: Annotated[
+        datetime | None, Meta(description="The last sign-in or refresh (not every request).")
+    ]
     ip: str | None
     user_agent: str | None
+    current: Annotated[bool, Meta(description="The session of the token that asked.")] = False
+
+
+def to_session_read(session: AuthSession, current_id: int | None = None) -> SessionRead:
+    return SessionRead(
+        id=session.id,
+        created_at=session.created_at,
+        last_used_at=session.last_used_at,
+        ip=session.client_ip,
+        user_agent=session.user_agent,
+        current=session.id == current_id,
+    )

@@ -1,20 +1,81 @@
-"""Sign-in sessions: opened by a login, ended by a logout; the database is the record every worker reads."""
+"""Sign-in sessions: opened by a login, kept alive by refresh tokens, ended by a logout or an account change.
+
+The database is the record every worker reads. Refresh tokens are random strings the server keeps only as
+SHA-256 hashes (they carry 256 bits of chance, so a fast hash is enough: nothing to guess from it); each
+one is spent by the refresh that uses it, and presenting a spent one again ends its session (reuse
+detection: the owner and whoever copied the token cannot both keep going).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
-from app.db.transactions import Change, WriteGate
-from app.domain.auth.models import SESSION_ENTITY, AuthSession
+from app.db.transactions import Change, Transaction, WriteGate
+from app.domain.auth.models import SESSION_ENTITY, AuthSession, RefreshToken
 from app.domain.users.models import User
 
 MAX_USER_AGENT = 256
+# Longer than any token this service issues (43 characters); anything longer is refused unhashed.
+MAX_REFRESH_TOKEN = 128
+INVALID_REFRESH = "The refresh token is not valid"
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A fresh refresh token and the hash that is stored in its place."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A session with a refresh token for it (the token's value exists only here and in the response)."""
+
+    session: AuthSession
+    user: User
+    refresh_token: str
+
+
+class RefreshRefused(Exception):
+    """Why a refresh token was not accepted: ``detail`` for the client, ``code`` for the security log
+    (``invalid``, ``ended``, ``expired`` or ``reused``)."""
+
+    def __init__(self, detail: str, code: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code
+
+
+async def end_sessions(
+    db: AsyncSession | async_scoped_session[AsyncSession],
+    transaction: Transaction,
+    user_id: int,
+    *,
+    actor_id: int | None,
+    keep: int | None = None,
+) -> list[int]:
+    """In ``transaction``: end the user's open sessions (but ``keep``), reported to the change seam so their
+    tokens are refused and their sockets closed after commit; the ids of those ended."""
+    statement = update(AuthSession).where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
+    if keep is not None:
+        statement = statement.where(AuthSession.id != keep)
+    ended = list(await db.scalars(statement.values(ended_at=datetime.now(UTC)).returning(AuthSession.id)))
+    for session_id in ended:
+        # "updated": the session's ended_at was set; subscribers close its tokens' sockets.
+        transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor_id))
+    return ended
 
 
 class AuthSessionRepository(SQLAlchemyAsyncRepository[AuthSession]):
@@ -24,22 +85,94 @@ class AuthSessionRepository(SQLAlchemyAsyncRepository[AuthSession]):
 class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessionRepository]):
     repository_type = AuthSessionRepository
 
-    def __init__(self, session: AsyncSession, write_gate: WriteGate, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        write_gate: WriteGate,
+        *,
+        refresh_ttl: timedelta = timedelta(days=30),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(session=session, **kwargs)
         self.write_gate = write_gate
+        self.refresh_ttl = refresh_ttl
 
-    async def open(self, user: User, *, client_ip: str | None, user_agent: str | None) -> AuthSession:
-        async with self.write_gate.transaction(self.repository.session) as transaction:
+    async def open(self, user: User, *, client_ip: str | None, user_agent: str | None) -> Opened:
+        """A new session for ``user``, with its first refresh token."""
+        db = self.repository.session
+        now = datetime.now(UTC)
+        token, token_hash = new_refresh_token()
+        async with self.write_gate.transaction(db) as transaction:
             record = await self.repository.add(
                 AuthSession(
                     user_id=user.id,
                     client_ip=(client_ip or None) and client_ip[:64],
                     user_agent=(user_agent or None) and user_agent[:MAX_USER_AGENT],
+                    last_used_at=now,
+                    refresh_expires_at=now + self.refresh_ttl,
                 ),
                 auto_refresh=False,
             )
+            db.add(RefreshToken(token_hash=token_hash, session_id=record.id))
+            await db.flush()
             transaction.record(Change(SESSION_ENTITY, "created", record.id, actor_id=user.id))
-        return record
+        return Opened(record, user, token)
+
+    async def refresh(self, token: str) -> Opened:
+        """Spend ``token`` and give its session a new one; raises :class:`RefreshRefused`.
+
+        Spending is one conditional UPDATE, so of two refreshes with the same token exactly one finds it
+        unspent (PostgreSQL makes the second wait for the first's commit and re-checks the condition;
+        SQLite has one writer at a time). The other sees a spent token: that is reuse, and it ends the
+        session, because the server cannot tell the owner's copy from a thief's.
+        """
+        if not token or len(token) > MAX_REFRESH_TOKEN:
+            raise RefreshRefused(INVALID_REFRESH, "invalid")
+        db = self.repository.session
+        token_hash = hash_refresh_token(token)
+        now = datetime.now(UTC)
+        async with self.write_gate.transaction(db) as transaction:
+            session_id = await db.scalar(
+                update(RefreshToken)
+                .where(RefreshToken.token_hash == token_hash, RefreshToken.spent_at.is_(None))
+                .values(spent_at=now)
+                .returning(RefreshToken.session_id)
+            )
+            if session_id is None:
+                spent_in = await db.scalar(
+                    select(RefreshToken.session_id).where(RefreshToken.token_hash == token_hash)
+                )
+                if spent_in is None:
+                    raise RefreshRefused(INVALID_REFRESH, "invalid")
+                await self._end(transaction, spent_in, actor_id=None)
+            else:
+                found = (
+                    await db.execute(
+                        select(AuthSession, User)
+                        .join(User, User.id == AuthSession.user_id)
+                        .where(AuthSession.id == session_id)
+                    )
+                ).first()
+                if found is None:
+                    raise RefreshRefused(INVALID_REFRESH, "invalid")
+                record, user = found
+                if record.ended_at is not None:
+                    raise RefreshRefused(
+                        "The session of this refresh token has ended; sign in again", "ended"
+                    )
+                if record.refresh_expires_at is None or record.refresh_expires_at <= now:
+                    raise RefreshRefused("The refresh token has expired; sign in again", "expired")
+                new_token, new_hash = new_refresh_token()
+                record.last_used_at = now
+                record.refresh_expires_at = now + self.refresh_ttl
+                db.add(RefreshToken(token_hash=new_hash, session_id=record.id))
+                await db.flush()
+        if session_id is None:
+            # Committed: the session is ended before the refusal is answered.
+            raise RefreshRefused(
+                "This refresh token was already used, so its session has ended; sign in again", "reused"
+            )
+        return Opened(record, user, new_token)
 
     async def open_sessions(self, user_id: int) -> list[AuthSession]:
         """The user's sessions that have not ended, oldest first."""
@@ -50,29 +183,32 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
         )
         return list(found)
 
-    async def end_all(self, user_id: int, actor: User | None) -> list[int]:
-        """End every open session of the user (``actor`` None: the operator); the ids of those ended."""
-        async with self.write_gate.transaction(self.repository.session) as transaction:
-            ended = await self.repository.session.scalars(
-                update(AuthSession)
-                .where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
-                .values(ended_at=datetime.now(UTC))
-                .returning(AuthSession.id)
+    async def end_all(self, user_id: int, actor: User | None, *, keep: int | None = None) -> list[int]:
+        """End every open session of the user but ``keep`` (``actor`` None: the operator); the ids ended."""
+        db = self.repository.session
+        async with self.write_gate.transaction(db) as transaction:
+            return await end_sessions(
+                db, transaction, user_id, actor_id=actor.id if actor else None, keep=keep
             )
-            ids = list(ended)
-            for session_id in ids:
-                transaction.record(
-                    Change(SESSION_ENTITY, "updated", session_id, actor_id=actor.id if actor else None)
-                )
-        return ids
 
-    async def end(self, session_id: int, actor: User) -> None:
-        """Mark the session ended (durably), so every token issued in it is refused from now on."""
+    async def end(self, session_id: int, actor: User, *, owner_id: int | None = None) -> bool:
+        """Mark the session ended (durably), so every token issued in it is refused from now on.
+
+        With ``owner_id``, only a session of that user is ended. False when there was no such open session.
+        """
         async with self.write_gate.transaction(self.repository.session) as transaction:
-            await self.repository.session.execute(
-                update(AuthSession)
-                .where(AuthSession.id == session_id, AuthSession.ended_at.is_(None))
-                .values(ended_at=datetime.now(UTC))
-            )
-            # "updated": the session's ended_at was set; subscribers close its tokens' sockets.
-            transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor.id))
+            return await self._end(transaction, session_id, actor_id=actor.id, owner_id=owner_id)
+
+    async def _end(
+        self, transaction: Transaction, session_id: int, *, actor_id: int | None, owner_id: int | None = None
+    ) -> bool:
+        statement = update(AuthSession).where(AuthSession.id == session_id, AuthSession.ended_at.is_(None))
+        if owner_id is not None:
+            statement = statement.where(AuthSession.user_id == owner_id)
+        ended = await self.repository.session.scalar(
+            statement.values(ended_at=datetime.now(UTC)).returning(AuthSession.id)
+        )
+        if ended is None:
+            return False
+        transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor_id))
+        return True

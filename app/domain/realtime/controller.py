@@ -5,8 +5,13 @@ middleware and the guards run before the handshake is accepted, so a bad token g
 subscribed before the handshake completes, so a client that has connected misses no later event.
 
 A connection ends when the client goes away (no close frame needed), or with a close code: 1008 when its
-token expires or is revoked (logout, password or role change, deleted user), 1013 when the client has fallen
-``ws_backlog`` events behind.
+token expires or its session ends (logout, password or role change, deleted user, an ended session), 1013
+when the client has fallen ``ws_backlog`` events behind.
+
+Access tokens are short; a socket outlives the one it was opened with when the client sends, before that
+expires, a text frame ``{"token": "<a fresh access token of the same session>"}`` (got from
+``POST /login/refresh``): the expiry moves to the new token's. A bad or foreign token closes it with 1008.
+The socket so stays open as long as its session lives, with no reconnect.
 
 Each connection costs two tasks (the sender and the reader) plus the handler itself: the other reasons to
 end it are plain callbacks resolving one future, so an idle listener stays cheap.
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -37,6 +42,7 @@ from app.domain.users.models import USER_ENTITY
 from app.domain.vms.models import VM_ENTITY
 from app.http.errors import websocket_fault_close
 from app.metrics import EVENTS_DELIVERED, LISTENERS_CUT_OFF, WEBSOCKETS_OPEN
+from app.security.jwt import TokenService, session_id_of
 from app.state import collaborator
 
 WS_1013_TRY_AGAIN_LATER = 1013
@@ -70,6 +76,30 @@ class _SeqOnly(msgspec.Struct):
 
 
 _decode_seq = msgspec.json.Decoder(_SeqOnly).decode
+
+
+class _Renewal(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+_decode_renewal = msgspec.json.Decoder(_Renewal).decode
+_NOT_A_RENEWAL: Any = object()
+
+
+def _renewal_of(frame: str | None, tokens: TokenService) -> Token | None:
+    """The verified token of a renewal frame, None for a bad one, ``_NOT_A_RENEWAL`` for a frame that is no
+    renewal at all (ignored, as every client frame was before renewals existed)."""
+    if not frame or '"token"' not in frame:
+        return _NOT_A_RENEWAL
+    try:
+        renewal = _decode_renewal(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return tokens.verify(renewal.token)
+
+
+def _seconds_until(token: Token) -> float:
+    return max((token.exp - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _seq_of(payload: bytes) -> int:
@@ -140,9 +170,10 @@ async def _stream(
         subscriber.when_overflowed(lambda: _cut_off(outcome))
     delivered = EVENTS_DELIVERED.labels(channel)
     open_sockets = WEBSOCKETS_OPEN.labels(channel)
-    seconds_left = (socket.auth.exp - datetime.now(UTC)).total_seconds()
-    expiry = asyncio.get_running_loop().call_later(
-        max(seconds_left, 0), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
+    tokens = collaborator(socket.app.state, TokenService)
+    loop = asyncio.get_running_loop()
+    expiry = loop.call_later(
+        _seconds_until(socket.auth), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
     )
 
     replayed_through = head if since is not None else 0
@@ -164,11 +195,32 @@ async def _stream(
         else:
             delivered.inc()
 
+    def renew(frame: str | None) -> None:
+        """A ``{"token": "<access token>"}`` frame: a fresh token of this user's same session moves the
+        expiry on; anything else that names a token ends the connection."""
+        nonlocal expiry
+        token = _renewal_of(frame, tokens)
+        if token is _NOT_A_RENEWAL:
+            return
+        if (
+            token is None
+            or token.sub != socket.auth.sub
+            or session_id_of(token) != registration.session_id
+            or token.extras.get("ver") != registration.token_version
+        ):
+            outcome.end((WS_1008_POLICY_VIOLATION, "token refused"))
+            return
+        expiry.cancel()
+        expiry = loop.call_later(
+            _seconds_until(token), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
+        )
+
     async def read_until_closed() -> None:
-        # Nothing is expected from the client; reading is how its departure is noticed.
+        # Reading is how the client's departure is noticed; the only frame it may send renews its token.
         try:
-            while (await socket.receive())["type"] != "websocket.disconnect":
-                pass
+            while (message := await socket.receive())["type"] != "websocket.disconnect":
+                text = message.get("text")
+                renew(text if isinstance(text, str) else None)
         except WebSocketDisconnect:
             pass
         finally:

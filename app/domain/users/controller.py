@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import JSONBody, Parameter
+from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -27,6 +28,7 @@ from app.http.pagination import (
     repeated_filter,
 )
 from app.http.validation import NO_NUL, strict_json_body
+from app.security.jwt import session_id_of
 from app.security.passwords import PasswordHasher
 from app.security.refusals import AUTH_OPTIONAL
 from app.state import collaborator
@@ -134,19 +136,22 @@ class UserController(Controller):
         guards=[requires_user],
         before_request=strict_json_body(UserUpdate),
         summary="Update a user (partial; administrador: any field; the user itself: name, email, password)",
-        description="Changing your own password requires `current_password`. Changing a password or a role "
-        "retires every token issued before.",
+        description="Changing your own password requires `current_password`. A new password ends the user's "
+        "other sessions (all of them when an administrador sets another user's); a new role ends all of "
+        "the user's sessions.",
         responses=responses_for(400, 401, 403, 404, 409),
     )
     async def update_user(
         self,
-        request: Request[User, Any, Any],
+        request: Request[User, Token, Any],
         users: NamedDependency[UserService],
         user_id: ResourceId,
         data: JSONBody[UserUpdate],
     ) -> UserRead:
         _ensure_self_or_admin(request.user, user_id)
-        return to_read(await users.update_user(user_id, data, actor=request.user))
+        # Your own new password keeps the session you set it from; an administrador's ends them all.
+        keep = session_id_of(request.auth) if request.user.id == user_id else None
+        return to_read(await users.update_user(user_id, data, actor=request.user, keep_session=keep))
 
     @delete(
         "/{user_id:int}",

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.pages import read_page
 from app.db.transactions import Change, WriteGate
+from app.domain.auth.services import end_sessions
 from app.domain.changes.services import LAST_SEQ
 from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, USER_ENTITY, Role, User
 from app.domain.users.schemas import UserCreate, UserRead, UserUpdate
@@ -84,9 +85,15 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             )
         return user
 
-    async def update_user(self, user_id: int, data: UserUpdate, actor: User | None) -> User:
+    async def update_user(
+        self, user_id: int, data: UserUpdate, actor: User | None, *, keep_session: int | None = None
+    ) -> User:
         """``actor`` None is the operator (the command line): an administrador's rights, and no
-        current password to give."""
+        current password to give.
+
+        A new password ends every session of the user but ``keep_session`` (the caller's own, when users
+        change their password); a new role ends all of them, so the next token shows the new rights.
+        """
         changes = data.changes()
         if "rol" in changes and actor is not None and not actor.is_admin:
             raise PermissionDeniedException("Only an administrador can change a role")
@@ -109,9 +116,18 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 setattr(user, field, value)
             if new_hash is not None:
                 user.password_hash = new_hash
-            if new_hash is not None or role_changed:
-                # Tokens carry the version they were issued under; bumping it retires them all.
+            if role_changed:
+                # Tokens carry the version they were issued under; bumping it retires them all (and the
+                # sessions end below, so their refresh tokens stop too).
                 user.token_version += 1
+            if role_changed or new_hash is not None:
+                await end_sessions(
+                    self.repository.session,
+                    transaction,
+                    user_id,
+                    actor_id=_id(actor),
+                    keep=None if role_changed else keep_session,
+                )
             try:
                 await self.repository.session.flush()
             except SAIntegrityError as exc:

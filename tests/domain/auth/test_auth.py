@@ -32,10 +32,15 @@ from tests.helpers import (
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-def assert_token_body(body: Any, ttl_seconds: int = 3600) -> str:
-    assert set(body) == {"access_token", "token_type", "expires_in"}, body
+def assert_token_body(body: Any, ttl_seconds: int = 15 * 60) -> str:
+    """v1's keys, plus the refresh token of the session (30 days by default)."""
+    keys = {"access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"}
+    assert set(body) == keys, body
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == ttl_seconds
+    assert body["refresh_expires_in"] == 30 * 86_400
+    assert isinstance(body["refresh_token"], str)
+    assert len(body["refresh_token"]) >= 43
     assert isinstance(body["access_token"], str)
     assert body["access_token"].count(".") == 2  # a JWT
     return str(body["access_token"])

@@ -297,6 +297,7 @@ async def test_own_password_change_needs_the_current_one(client: Any, cliente: A
     assert not await can_login(client, cliente.email, new)
     # the refused attempts retired nothing
     expect(await me(client, cliente), 200)
+    other_session = bearer(await login(client, cliente.email, cliente.password))
 
     response = await client.patch(
         url, json={"password": new, "current_password": cliente.password}, headers=cliente.headers
@@ -304,7 +305,9 @@ async def test_own_password_change_needs_the_current_one(client: Any, cliente: A
     expect(response, 200)
     assert await can_login(client, cliente.email, new)
     assert not await can_login(client, cliente.email, cliente.password)
-    assert_error(await me(client, cliente), 401)
+    # The session the change was made from goes on; every other session of the user has ended.
+    expect(await me(client, cliente), 200)
+    assert_error(await client.get("/users/me", headers=other_session), 401)
 
 
 async def test_admin_resets_a_password_without_the_current_one(
