@@ -290,3 +290,27 @@ async def test_a_socket_sent_a_token_it_may_not_take_is_closed(live_server: Live
     async with ws_connect(live_server, "/ws/vms", pair["access_token"]) as socket:
         await socket.send(f'{{"token": "{token}"}}')
         await wait_closed_with(socket, [1008], seconds=3)
+
+
+@pytest.mark.parametrize("how", ["admin-ends-all", "user-ends-one", "refresh-reused"])
+async def test_ending_a_session_closes_its_sockets(live_server: LiveServer, how: str) -> None:
+    admin = await admin_account(live_server)
+    cliente = await create_account(live_server.http, admin)
+    pair = await sign_in(live_server.http, cliente.email, cliente.password)
+    async with (
+        ws_connect(live_server, "/ws/vms", pair["access_token"]) as doomed,
+        ws_connect(live_server, "/ws/vms", admin.token) as bystander,
+    ):
+        http = live_server.http
+        if how == "admin-ends-all":
+            expect(await http.delete(f"/users/{cliente.id}/sessions", headers=admin.headers), 204)
+        elif how == "user-ends-one":
+            sessions = expect(await http.get("/users/me/sessions", headers=cliente.headers), 200)
+            (target,) = (s["id"] for s in sessions if not s["current"])
+            expect(await http.delete(f"/users/me/sessions/{target}", headers=cliente.headers), 204)
+        else:
+            expect(await refresh(http, pair["refresh_token"]), 200)
+            assert_error(await refresh(http, pair["refresh_token"]), 401)
+        await wait_closed_with(doomed, [1008], seconds=3)
+        vm = await create_vm(http, admin)
+        assert (await receive_event(bystander))["vm"] == vm
