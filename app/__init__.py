@@ -27,7 +27,7 @@ from app.config import (
     get_settings,
 )
 from app.db.engine import run_migrations
-from app.domain.auth.controller import AuthController
+from app.domain.auth.controller import AuthController, SessionController
 from app.domain.auth.guards import requires_admin_or_scraper
 from app.domain.changes.controller import ChangeController
 from app.domain.realtime.asyncapi import create_asyncapi_route
@@ -125,6 +125,7 @@ def _build_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             AuthController,
+            SessionController,
             UserController,
             VMController,
             ChangeController,

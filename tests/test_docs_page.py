@@ -125,6 +125,12 @@ async def test_the_docs_page_renders_offline_with_the_operations_listed(
                     )
                     text = str(evaluated["result"].get("value", ""))
             await tools.collect(2.0)  # anything the page fetches once it has rendered
+            links = await tools.call(
+                "Runtime.evaluate",
+                expression="Array.from(document.querySelectorAll('a[href]')).map(a => a.href).join(' ')",
+            )
+    # The WebSockets' AsyncAPI document is linked from the page (from the API description).
+    assert f"{server.url}/docs/asyncapi.json" in str(links["result"].get("value", "")).split(), links
     shown = [feature for feature in CLOUD_ONLY if feature in text]
     assert not shown, f"cloud-only features on the page: {shown}"
     requested = [

@@ -224,6 +224,12 @@ class AuthController(Controller):
             # Every worker closes the WebSockets of this session (app/domain/realtime/connections.py).
             await _sessions(db_session, state).end(session_id, actor=request.user)
 
+
+class SessionController(Controller):
+    """Seeing and ending sign-in sessions (their own tag on the docs page)."""
+
+    tags = ["sessions"]  # noqa: RUF012
+
     @get(
         "/users/me/sessions",
         guards=[requires_user],
