@@ -130,6 +130,13 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
             raise RefreshRefused(INVALID_REFRESH, "invalid")
         db = self.repository.session
         token_hash = hash_refresh_token(token)
+        # A token never issued is refused on a read: a flood of made-up tokens must not queue for the
+        # write lock (SQLite has one writer) ahead of real writes. Whether a known one is still unspent is
+        # decided below, in the write transaction.
+        known = await db.scalar(select(RefreshToken.session_id).where(RefreshToken.token_hash == token_hash))
+        await db.rollback()  # end the read before the write transaction begins
+        if known is None:
+            raise RefreshRefused(INVALID_REFRESH, "invalid")
         now = datetime.now(UTC)
         async with self.write_gate.transaction(db) as transaction:
             session_id = await db.scalar(
