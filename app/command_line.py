@@ -53,12 +53,13 @@ def serving_url(argv: list[str], environ: dict[str, str]) -> str:
         or environ.get("UVICORN_HOST")
         or "127.0.0.1"
     )
-    port = (
-        _flag_value(argv, ("-p", "--port"))
-        or environ.get("LITESTAR_PORT")
-        or environ.get("UVICORN_PORT")
-        or "8000"
+    # The first that is a port number: another program's ``-p`` (``pytest -p plugin``) is not one.
+    candidates = (
+        _flag_value(argv, ("-p", "--port")),
+        environ.get("LITESTAR_PORT"),
+        environ.get("UVICORN_PORT"),
     )
+    port = next((value for value in candidates if value and value.isdigit()), "8000")
     tls = _flag_value(argv, ("--ssl-certfile",)) or "--create-self-signed-cert" in argv
     host = f"[{host}]" if ":" in host else host
     return f"{'https' if tls else 'http'}://{host}:{port}"

@@ -75,6 +75,9 @@ def test_requested_workers(argv: list[str], environ: dict[str, str], expected: i
             {},
             "http://unix:/run/vms.sock",
         ),
+        # Another program's -p is no port (the app made in a pytest process).
+        (["pytest", "-p", "no:randomly"], {}, "http://127.0.0.1:8000"),
+        (["pytest", "-p", "no:randomly"], {"UVICORN_PORT": "9001"}, "http://127.0.0.1:9001"),
     ],
 )
 def test_the_start_up_line_names_where_the_server_listens(
