@@ -16,7 +16,7 @@ from typing import Any
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
 from app.db.transactions import Change, Transaction, WriteGate
@@ -173,7 +173,13 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
                 record.last_used_at = now
                 record.refresh_expires_at = now + self.refresh_ttl
                 db.add(RefreshToken(token_hash=new_hash, session_id=record.id))
-                await db.flush()
+                # A token spent longer ago than a token lives would be refused as expired anyway, so it
+                # needs no row for reuse detection: this keeps a session's rows to one lifetime's refreshes.
+                await db.execute(
+                    delete(RefreshToken).where(
+                        RefreshToken.session_id == record.id, RefreshToken.spent_at < now - self.refresh_ttl
+                    )
+                )
         if session_id is None:
             # Committed: the session is ended before the refusal is answered.
             raise RefreshRefused(

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import create_app
+from app.config import Settings
 from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -314,3 +317,33 @@ async def test_ending_a_session_closes_its_sockets(live_server: LiveServer, how:
         await wait_closed_with(doomed, [1008], seconds=3)
         vm = await create_vm(http, admin)
         assert (await receive_event(bystander))["vm"] == vm
+
+
+async def test_a_token_spent_longer_ago_than_a_token_lives_is_forgotten(
+    client: Any, cliente: Account, settings: Settings
+) -> None:
+    """The next refresh deletes it: a session keeps the rows of one token lifetime, not of all its life."""
+    first = await sign_in(client, cliente.email, cliente.password)
+    second = expect(await refresh(client, first["refresh_token"]), 200)
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.begin() as connection:  # as if the first was spent 31 days ago
+            await connection.execute(
+                text("UPDATE auth_refresh_token SET spent_at = :at WHERE token_hash = :hash"),
+                {
+                    "at": datetime.now(UTC) - timedelta(days=31),
+                    "hash": hashlib.sha256(first["refresh_token"].encode()).hexdigest(),
+                },
+            )
+        third = expect(await refresh(client, second["refresh_token"]), 200)
+        async with engine.connect() as connection:
+            hashes = set(
+                (await connection.execute(text("SELECT token_hash FROM auth_refresh_token"))).scalars()
+            )
+    finally:
+        await engine.dispose()
+    assert hashlib.sha256(first["refresh_token"].encode()).hexdigest() not in hashes
+    assert hashlib.sha256(second["refresh_token"].encode()).hexdigest() in hashes  # spent now: kept
+    # Presenting the forgotten one is an unknown token: refused, and it ends nothing.
+    assert "not valid" in assert_error(await refresh(client, first["refresh_token"]), 401)["detail"]
+    expect(await refresh(client, third["refresh_token"]), 200)
