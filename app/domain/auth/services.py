@@ -131,10 +131,10 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
         db = self.repository.session
         token_hash = hash_refresh_token(token)
         # A token never issued is refused on a read: a flood of made-up tokens must not queue for the
-        # write lock (SQLite has one writer) ahead of real writes. Whether a known one is still unspent is
-        # decided below, in the write transaction.
+        # write lock (SQLite has one writer) ahead of real writes. The read and the write share one
+        # transaction: SQLite's driver begins it at the first write (no snapshot is held while waiting for
+        # the lock), and PostgreSQL's READ COMMITTED gives the UPDATE below a fresh view.
         known = await db.scalar(select(RefreshToken.session_id).where(RefreshToken.token_hash == token_hash))
-        await db.rollback()  # end the read before the write transaction begins
         if known is None:
             raise RefreshRefused(INVALID_REFRESH, "invalid")
         now = datetime.now(UTC)
