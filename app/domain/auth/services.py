@@ -16,7 +16,7 @@ from typing import Any
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
 from app.db.transactions import Change, Transaction, WriteGate
@@ -61,17 +61,19 @@ class RefreshRefused(Exception):
 async def end_sessions(
     db: AsyncSession | async_scoped_session[AsyncSession],
     transaction: Transaction,
-    user_id: int,
-    *,
+    *which: ColumnElement[bool],
     actor_id: int | None,
-    keep: int | None = None,
 ) -> list[int]:
-    """In ``transaction``: end the user's open sessions (but ``keep``), reported to the change seam so their
+    """In ``transaction``: end the open sessions ``which`` selects, reported to the change seam so their
     tokens are refused and their sockets closed after commit; the ids of those ended."""
-    statement = update(AuthSession).where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
-    if keep is not None:
-        statement = statement.where(AuthSession.id != keep)
-    ended = list(await db.scalars(statement.values(ended_at=datetime.now(UTC)).returning(AuthSession.id)))
+    ended = list(
+        await db.scalars(
+            update(AuthSession)
+            .where(AuthSession.ended_at.is_(None), *which)
+            .values(ended_at=datetime.now(UTC))
+            .returning(AuthSession.id)
+        )
+    )
     for session_id in ended:
         # "updated": the session's ended_at was set; subscribers close its tokens' sockets.
         transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor_id))
@@ -145,13 +147,8 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
                 .values(spent_at=now)
                 .returning(RefreshToken.session_id)
             )
-            if session_id is None:
-                spent_in = await db.scalar(
-                    select(RefreshToken.session_id).where(RefreshToken.token_hash == token_hash)
-                )
-                if spent_in is None:
-                    raise RefreshRefused(INVALID_REFRESH, "invalid")
-                await self._end(transaction, spent_in, actor_id=None)
+            if session_id is None:  # issued, and spent already: reuse
+                await end_sessions(db, transaction, AuthSession.id == known, actor_id=None)
             else:
                 found = (
                     await db.execute(
@@ -196,12 +193,12 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
         )
         return list(found)
 
-    async def end_all(self, user_id: int, actor: User | None, *, keep: int | None = None) -> list[int]:
-        """End every open session of the user but ``keep`` (``actor`` None: the operator); the ids ended."""
+    async def end_all(self, user_id: int, actor: User | None) -> list[int]:
+        """End every open session of the user (``actor`` None: the operator); the ids of those ended."""
         db = self.repository.session
         async with self.write_gate.transaction(db) as transaction:
             return await end_sessions(
-                db, transaction, user_id, actor_id=actor.id if actor else None, keep=keep
+                db, transaction, AuthSession.user_id == user_id, actor_id=actor.id if actor else None
             )
 
     async def end(self, session_id: int, actor: User, *, owner_id: int | None = None) -> bool:
@@ -209,19 +206,9 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
 
         With ``owner_id``, only a session of that user is ended. False when there was no such open session.
         """
-        async with self.write_gate.transaction(self.repository.session) as transaction:
-            return await self._end(transaction, session_id, actor_id=actor.id, owner_id=owner_id)
-
-    async def _end(
-        self, transaction: Transaction, session_id: int, *, actor_id: int | None, owner_id: int | None = None
-    ) -> bool:
-        statement = update(AuthSession).where(AuthSession.id == session_id, AuthSession.ended_at.is_(None))
+        which = [AuthSession.id == session_id]
         if owner_id is not None:
-            statement = statement.where(AuthSession.user_id == owner_id)
-        ended = await self.repository.session.scalar(
-            statement.values(ended_at=datetime.now(UTC)).returning(AuthSession.id)
-        )
-        if ended is None:
-            return False
-        transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor_id))
-        return True
+            which.append(AuthSession.user_id == owner_id)
+        db = self.repository.session
+        async with self.write_gate.transaction(db) as transaction:
+            return bool(await end_sessions(db, transaction, *which, actor_id=actor.id))

@@ -83,19 +83,6 @@ class _Renewal(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_renewal = msgspec.json.Decoder(_Renewal).decode
-_NOT_A_RENEWAL: Any = object()
-
-
-def _renewal_of(frame: str | None, tokens: TokenService) -> Token | None:
-    """The verified token of a renewal frame, None for a bad one, ``_NOT_A_RENEWAL`` for a frame that is no
-    renewal at all (ignored, as every client frame was before renewals existed)."""
-    if not frame or '"token"' not in frame:
-        return _NOT_A_RENEWAL
-    try:
-        renewal = _decode_renewal(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return tokens.verify(renewal.token)
 
 
 def _seconds_until(token: Token) -> float:
@@ -172,9 +159,13 @@ async def _stream(
     open_sockets = WEBSOCKETS_OPEN.labels(channel)
     tokens = collaborator(socket.app.state, TokenService)
     loop = asyncio.get_running_loop()
-    expiry = loop.call_later(
-        _seconds_until(socket.auth), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
-    )
+
+    def close_at_expiry(token: Token) -> asyncio.TimerHandle:
+        return loop.call_later(
+            _seconds_until(token), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
+        )
+
+    expiry = close_at_expiry(socket.auth)
 
     replayed_through = head if since is not None else 0
 
@@ -197,11 +188,14 @@ async def _stream(
 
     def renew(frame: str | None) -> None:
         """A ``{"token": "<access token>"}`` frame: a fresh token of this user's same session moves the
-        expiry on; anything else that names a token ends the connection."""
+        expiry on; a bad or foreign one ends the connection. Other frames are ignored, as they always were."""
         nonlocal expiry
-        token = _renewal_of(frame, tokens)
-        if token is _NOT_A_RENEWAL:
+        if not frame or '"token"' not in frame:
             return
+        try:
+            token = tokens.verify(_decode_renewal(frame).token)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            token = None
         if (
             token is None
             or token.sub != socket.auth.sub
@@ -211,9 +205,7 @@ async def _stream(
             outcome.end((WS_1008_POLICY_VIOLATION, "token refused"))
             return
         expiry.cancel()
-        expiry = loop.call_later(
-            _seconds_until(token), outcome.end, (WS_1008_POLICY_VIOLATION, "token expired")
-        )
+        expiry = close_at_expiry(token)
 
     async def read_until_closed() -> None:
         # Reading is how the client's departure is noticed; the only frame it may send renews its token.

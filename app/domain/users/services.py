@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.pages import read_page
 from app.db.transactions import Change, WriteGate
+from app.domain.auth.models import AuthSession
 from app.domain.auth.services import end_sessions
 from app.domain.changes.services import LAST_SEQ
 from app.domain.users.models import ROLE_ADMIN, ROLE_CLIENT, USER_ENTITY, Role, User
@@ -121,13 +122,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
                 # sessions end below, so their refresh tokens stop too).
                 user.token_version += 1
             if role_changed or new_hash is not None:
-                await end_sessions(
-                    self.repository.session,
-                    transaction,
-                    user_id,
-                    actor_id=_id(actor),
-                    keep=None if role_changed else keep_session,
-                )
+                which = [AuthSession.user_id == user_id]
+                if keep_session is not None and not role_changed:
+                    which.append(AuthSession.id != keep_session)
+                await end_sessions(self.repository.session, transaction, *which, actor_id=_id(actor))
             try:
                 await self.repository.session.flush()
             except SAIntegrityError as exc:
