@@ -73,6 +73,7 @@ from tests.helpers.processes import (
     wait_healthy,
 )
 from tests.helpers.servers import (
+    CLIENT_LIMITS,
     LiveServer,
     PrivateRedis,
     client_with,
@@ -114,6 +115,7 @@ __all__ = [
     "BAD_INPUT",
     "BCRYPT_HASH",
     "CHANGE_FIELDS",
+    "CLIENT_LIMITS",
     "EVENT_TIMEOUT",
     "GENERATED_REQUEST_ID",
     "INTERNALS",

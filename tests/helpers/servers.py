@@ -27,6 +27,11 @@ from app.config import Settings
 from app.state import collaborator
 from tests.helpers.environment import IN_CI, make_settings
 
+# uvicorn closes a connection idle for 5 s (its keep-alive timeout) and httpx reuses one idle for up to 5 s:
+# a request sent on a connection the server is closing at that moment fails with a ReadError. A client
+# that forgets idle connections well before the server does never meets that race.
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=1.0)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -65,7 +70,7 @@ async def run_server(app: Litestar) -> AsyncIterator[LiveServer]:
             task.result()
         await asyncio.sleep(0.02)
     base_url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=CLIENT_LIMITS) as http:
         try:
             yield LiveServer(base_url=base_url, ws_url=f"ws://127.0.0.1:{port}", http=http, app=app)
         finally:

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app import create_app
 from tests.helpers import (
+    CLIENT_LIMITS,
     EVENT_TIMEOUT,
     Account,
     LiveServer,
@@ -484,10 +485,9 @@ async def small_send_buffer_server(tmp_path: Path, **overrides: Any) -> AsyncIte
             if task.done():
                 task.result()
             await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            yield LiveServer(
-                base_url=f"http://127.0.0.1:{port}", ws_url=f"ws://127.0.0.1:{port}", http=http, app=app
-            )
+        base_url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=CLIENT_LIMITS) as http:
+            yield LiveServer(base_url=base_url, ws_url=f"ws://127.0.0.1:{port}", http=http, app=app)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=30)
