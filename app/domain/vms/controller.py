@@ -17,9 +17,9 @@ from app.db.transactions import WriteGate
 from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.users.models import User
 from app.domain.vms.models import VMStatus
-from app.domain.vms.reads import VMReads, etag_of, to_read
+from app.domain.vms.reads import VMReads
 from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMUpdate
-from app.domain.vms.services import VMService
+from app.domain.vms.services import StoredVM, VMService
 from app.http.conditional import if_none_match_matches
 from app.http.openapi import responses_for
 from app.http.pagination import (
@@ -73,8 +73,8 @@ async def provide_vm_service(db_session: NamedDependency[AsyncSession], state: S
     return VMService(session=db_session, write_gate=collaborator(state, WriteGate))
 
 
-def with_etag(vm: Any, status_code: int = 200) -> Response[VMRead]:
-    return Response(content=to_read(vm), headers={"ETag": etag_of(vm)}, status_code=status_code)
+def with_etag(vm: StoredVM, status_code: int = 200) -> Response[VMRead]:
+    return Response(content=vm.read, headers={"ETag": vm.etag}, status_code=status_code)
 
 
 class VMController(Controller):

@@ -36,14 +36,6 @@ def etag_for(vm_id: int, version: int) -> str:
     return f'"{vm_id}.{version}"'
 
 
-def etag_of(vm: VirtualMachine) -> str:
-    return etag_for(vm.id, vm.version)
-
-
-def to_read(vm: VirtualMachine) -> VMRead:
-    return msgspec.convert(vm, VMRead, from_attributes=True)
-
-
 class CachedVM(msgspec.Struct, frozen=True):
     body: bytes  # the JSON of VMRead, as sent
     etag: str
