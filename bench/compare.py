@@ -1,6 +1,7 @@
 """Side-by-side benchmark: this checkout against another git revision, both measured in the same run.
 
-    uv run python -m bench compare --base REV [--rounds 5] [--duration 5] [--vms 5000] [--scenarios read,list,write]
+    uv run python -m bench compare --base REV [--rounds 5] [--duration 5] [--vms 5000]
+        [--scenarios read,list,write,update,delete]
 
 Checks REV out into a temporary git worktree, starts it and this checkout at the same time (one uvicorn
 worker each, as in ``bench http``, each on a fresh SQLite file), loads the same VMs into both and warms
@@ -10,8 +11,9 @@ time. Prints the median req/s of each side, the ratio new/base with the spread o
 the median p99s and whether the new version is within 5% of the base.
 
 The base runs on this checkout's virtualenv, so a REV with other dependencies needs them installed.
-The write scenario adds VMs; after each write pair the side that added fewer is topped up, so both
-serve the same number of rows in the next round.
+The write scenario adds VMs and the delete scenario removes them; after each such pair the side with
+fewer VMs is topped up, so both serve the same number of rows in the next round. Before each delete
+run both sides get the same batch of new VMs to delete (see ``DELETE_SCRIPT`` in bench/http.py).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ import httpx
 from bench.http import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    DELETE_BUDGET_PER_SECOND,
+    DELETE_SCRIPT,
     LIST_SCRIPT,
+    PATCH_SCRIPT,
     PROJECT_ROOT,
     READ_SCRIPT,
     WRITE_SCRIPT,
@@ -53,7 +58,11 @@ LOADS = {
     "read": (READ_SCRIPT, 32, "read GET /vms/{id} (c=32)"),
     "list": (LIST_SCRIPT, 32, "list GET /vms?limit=100 (c=32)"),
     "write": (WRITE_SCRIPT, 16, "write POST /vms (c=16)"),
+    "update": (PATCH_SCRIPT, 16, "update PATCH /vms/{id} (c=16)"),
+    "delete": (DELETE_SCRIPT, 16, "delete DELETE /vms/{id} (c=16)"),
 }
+# Scenarios that change how many VMs a side has: both are evened out after each pair.
+CHANGES_COUNT = ("write", "delete")
 SIDES = ("base", "new")
 WARMUP_SECONDS = 2
 THRESHOLD = 0.95
@@ -166,10 +175,11 @@ class Side:
     server: Server
     token: str
     vm_count: int
+    delete_top: int = 0  # the highest id of the batch added for the next delete run
 
     @property
     def wrk_env(self) -> dict[str, str]:
-        return {"TOKEN": self.token, "VM_COUNT": str(self.vm_count)}
+        return {"TOKEN": self.token, "VM_COUNT": str(self.vm_count), "DELETE_TOP": str(self.delete_top)}
 
     def total_vms(self) -> int:
         response = httpx.get(
@@ -194,6 +204,19 @@ def even_out(sides: dict[str, Side]) -> None:
         )
 
     asyncio.run(top_up())
+
+
+def add_for_deletion(sides: dict[str, Side], duration: int) -> None:
+    """Give both sides the same batch of new VMs on top, for the delete run that follows to remove."""
+    budget = DELETE_BUDGET_PER_SECOND * duration
+
+    async def add() -> list[int]:
+        return await asyncio.gather(
+            *(load_vms(side.server.url, side.token, budget) for side in sides.values())
+        )
+
+    for side, top in zip(sides.values(), asyncio.run(add()), strict=True):
+        side.delete_top = top
 
 
 def run_load(side: Side, scenario: str, duration: int) -> WrkResult:
@@ -245,9 +268,11 @@ def print_table(results: Results, scenarios: list[str]) -> None:
 def measure(sides: dict[str, Side], scenarios: list[str], rounds: int, duration: int) -> Results:
     # Warm-up, not counted: one short run of every scenario on each side.
     for scenario in scenarios:
+        if scenario == "delete":
+            add_for_deletion(sides, min(WARMUP_SECONDS, duration))
         for name in SIDES:
             run_load(sides[name], scenario, min(WARMUP_SECONDS, duration))
-        if scenario == "write":
+        if scenario in CHANGES_COUNT:
             even_out(sides)
     print("warmed up", flush=True)
 
@@ -255,6 +280,8 @@ def measure(sides: dict[str, Side], scenarios: list[str], rounds: int, duration:
     for round_index in range(rounds):
         order = SIDES if round_index % 2 == 0 else SIDES[::-1]
         for scenario in scenarios:
+            if scenario == "delete":
+                add_for_deletion(sides, duration)
             pair = {name: run_load(sides[name], scenario, duration) for name in order}
             for name in SIDES:
                 results.add(scenario, name, pair[name])
@@ -265,7 +292,7 @@ def measure(sides: dict[str, Side], scenarios: list[str], rounds: int, duration:
                 f"req/s = {ratio:.2f}x",
                 flush=True,
             )
-            if scenario == "write":
+            if scenario in CHANGES_COUNT:
                 even_out(sides)
     return results
 

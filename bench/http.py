@@ -1,8 +1,9 @@
-"""HTTP benchmark: read, list, write, login storm, ceiling, memory; one worker, SQLite, production settings.
+"""HTTP benchmark: read, list, writes (create, update, delete), login storm, ceiling, memory; one worker.
 
     uv run python -m bench http [--duration 10] [--vms 10000]
 
-Starts the service (uvicorn, one worker, uvloop + httptools) on a fresh SQLite file with bcrypt cost 12,
+Starts the service (uvicorn, one worker, uvloop + httptools) on a fresh SQLite file with production
+settings (bcrypt cost 12),
 loads an administrador and 10,000 VMs, drives it with wrk (Debian package ``wrk``) and prints one table.
 The login rate limit is lifted for the run so the storm measures bcrypt, not the limiter.
 """
@@ -184,6 +185,35 @@ request = function()
 end
 """
 
+# PATCH a random loaded VM; the cores cycle so nearly every request changes the row (a PATCH that changes
+# nothing writes nothing).
+PATCH_SCRIPT = """
+local token = os.getenv("TOKEN")
+local count = tonumber(os.getenv("VM_COUNT"))
+local n = 0
+request = function()
+  n = n + 1
+  local path = "/vms/" .. math.random(1, count)
+  local body = '{"cores":' .. (1 + n % 1024) .. '}'
+  return wrk.format("PATCH", path, {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
+end
+"""
+
+# DELETE VMs from DELETE_TOP downwards: the harness first adds DELETE_COUNT VMs on top, so every id it
+# sends exists; a run faster than DELETE_COUNT in its duration would show as errors (404s), not hide.
+DELETE_SCRIPT = """
+local token = os.getenv("TOKEN")
+local top = tonumber(os.getenv("DELETE_TOP"))
+local n = 0
+request = function()
+  local path = "/vms/" .. (top - n)
+  n = n + 1
+  return wrk.format("DELETE", path, {["Authorization"] = "Bearer " .. token})
+end
+"""
+# VMs added before each delete run, per second of it: above any delete rate this machine reaches.
+DELETE_BUDGET_PER_SECOND = 2500
+
 CEILING_SCRIPT = """
 local count = tonumber(os.getenv("VM_COUNT"))
 request = function()
@@ -201,7 +231,9 @@ def login(url: str, email: str, password: str) -> str:
     return str(response.json()["access_token"])
 
 
-async def load_vms(url: str, token: str, count: int) -> None:
+async def load_vms(url: str, token: str, count: int) -> int:
+    """Create ``count`` VMs through the API; the highest id created (0 if none)."""
+    highest = 0
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
@@ -225,8 +257,11 @@ async def load_vms(url: str, token: str, count: int) -> None:
                         if attempt == 2:
                             raise
                 response.raise_for_status()
+                nonlocal highest
+                highest = max(highest, int(response.json()["id"]))
 
         await asyncio.gather(*(one(index) for index in range(count)))
+    return highest
 
 
 @dataclass
@@ -368,6 +403,35 @@ def main(argv: list[str] | None = None) -> int:
                         share(write),
                     )
                 )
+
+            patch = wrk(server.url, connections=16, duration=args.duration, script=PATCH_SCRIPT, env=wrk_env)
+            rows.append(
+                (
+                    "update PATCH /vms/{id} (c=16)",
+                    f"{patch.requests_per_second:,.0f}",
+                    f"{patch.p50_ms:.1f} / {patch.p99_ms:.1f}",
+                    str(patch.errors),
+                    share(patch),
+                )
+            )
+            budget = DELETE_BUDGET_PER_SECOND * args.duration
+            top = asyncio.run(load_vms(server.url, token, budget))
+            removal = wrk(
+                server.url,
+                connections=16,
+                duration=args.duration,
+                script=DELETE_SCRIPT,
+                env={**wrk_env, "DELETE_TOP": str(top)},
+            )
+            rows.append(
+                (
+                    "delete DELETE /vms/{id} (c=16)",
+                    f"{removal.requests_per_second:,.0f}",
+                    f"{removal.p50_ms:.1f} / {removal.p99_ms:.1f}",
+                    str(removal.errors),
+                    share(removal),
+                )
+            )
 
             idle = wrk(server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
             # Logins alone first: how close the service gets to what the cores can hash.
