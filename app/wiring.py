@@ -41,6 +41,7 @@ from app.domain.users.models import USER_ENTITY
 from app.domain.users.services import UserService
 from app.domain.vms.models import VM_ENTITY
 from app.domain.vms.reads import VMReads
+from app.domain.vms.services import VMService
 from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, VMSJWTAuth, create_jwt_auth
@@ -107,6 +108,7 @@ class Wiring:
         self.write_gate = WriteGate(
             serialize_transactions=settings.is_sqlite, wait_seconds=settings.db_timeout_seconds
         )
+        self.vms = VMService(self.engine, self.write_gate, timeout_seconds=settings.db_timeout_seconds)
         self.retention = Retention(
             self.alchemy.get_session,
             self.write_gate,
@@ -147,6 +149,7 @@ class Wiring:
             self.login_failures,
             self.client_address,
             self.vm_reads,
+            self.vms,
             self.feed,
             self.database_faults,
         )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from advanced_alchemy.alembic.commands import AlembicCommands
@@ -20,7 +20,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
 from advanced_alchemy.extensions.litestar.plugins.init.config.common import SESSION_TERMINUS_ASGI_EVENTS
 from litestar.types import Message, Scope
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from app.config import PROJECT_ROOT, Settings
 from app.db import sqlite_fastpath, sqlite_tuning
@@ -104,6 +104,28 @@ def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message
             await session.invalidate()
 
     return close_session
+
+
+@asynccontextmanager
+async def core_connection(engine: AsyncEngine, timeout_seconds: float) -> AsyncIterator[AsyncConnection]:
+    """A connection for a write made of Core statements, without a session (see app/domain/vms/services.py).
+
+    It is not connected yet: :meth:`app.db.transactions.WriteGate.transaction` starts it once the write
+    may run, so on SQLite writers waiting for the gate hold no pooled connection. It goes back to the pool
+    the way a request's session is closed (:func:`_session_closer`): bounded, and dropped on a database
+    fault."""
+    connection = engine.connect()
+    try:
+        yield connection
+    finally:
+        if connection.sync_connection is not None:
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    await connection.close()
+            except Exception as exc:
+                if fault_of(exc) is None:
+                    raise
+                await connection.invalidate()
 
 
 def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:

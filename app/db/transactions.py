@@ -28,7 +28,7 @@ from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
 Action = Literal["created", "updated", "deleted"]
 
@@ -65,9 +65,9 @@ class Change:
 
 
 ChangeSubscriber = Callable[[Sequence[Change]], None]
-ChangeRecorder = Callable[
-    [AsyncSession | async_scoped_session[AsyncSession], Sequence[Change]], Awaitable[None]
-]
+ChangeRecorder = Callable[[AsyncConnection, Sequence[Change]], Awaitable[None]]
+# What a write runs on: a session (the ORM's writes), or a connection (Core statements, and nothing else).
+WriteTarget = AsyncSession | async_scoped_session[AsyncSession] | AsyncConnection
 
 
 class Transaction:
@@ -105,10 +105,10 @@ class WriteGate:
     ) -> None:
         """Called by the composition root, once per concern.
 
-        ``before_commit`` runs inside the transaction, as its last statements, under the gate's lock (the
-        change log writes its rows there, so a change and its record commit together or not at all); if it
-        raises, the transaction rolls back. The others run synchronously, in order, and must not raise: the
-        write has already happened when they run."""
+        ``before_commit`` runs inside the transaction, on its connection, as its last statements, under the
+        gate's lock (the change log writes its rows there, so a change and its record commit together or
+        not at all); if it raises, the transaction rolls back. The others run synchronously, in order, and
+        must not raise: the write has already happened when they run."""
         if before_commit is not None:
             self._before_commit.append(before_commit)
         if after_attempt is not None:
@@ -117,9 +117,7 @@ class WriteGate:
             self._after_commit.append(after_commit)
 
     @asynccontextmanager
-    async def transaction(
-        self, session: AsyncSession | async_scoped_session[AsyncSession]
-    ) -> AsyncIterator[Transaction]:
+    async def transaction(self, session: WriteTarget) -> AsyncIterator[Transaction]:
         """Run the body as one transaction and commit it, then hand its changes to the subscribers.
 
         A body that raises rolls back: nothing was written, so nothing is invalidated or published.
@@ -129,6 +127,8 @@ class WriteGate:
         if whole:
             await self._acquire()
         try:
+            if isinstance(session, AsyncConnection) and session.sync_connection is None:
+                await session.start()  # connected only now: under the lock on SQLite
             try:
                 yield transaction
             except BaseException:
@@ -155,13 +155,12 @@ class WriteGate:
         async with asyncio.timeout(self.wait_seconds):
             await self._lock.acquire()
 
-    async def _commit(
-        self, session: AsyncSession | async_scoped_session[AsyncSession], changes: list[Change]
-    ) -> None:
+    async def _commit(self, session: WriteTarget, changes: list[Change]) -> None:
         if changes and self._before_commit:
             try:
+                connection = session if isinstance(session, AsyncConnection) else await session.connection()
                 for record in self._before_commit:
-                    await record(session, changes)
+                    await record(connection, changes)
             except BaseException:
                 # The last statement may have carried the COMMIT (COMMIT_WITH_STATEMENT) and been
                 # cancelled while it ran: as after a failed commit, invalidate first.

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Table, insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.context import request_id, write_source
 from app.db.transactions import COMMIT_WITH_STATEMENT, Change
@@ -35,14 +35,11 @@ def _json(representation: Any) -> str | None:
     return None if representation is None else _encode(representation).decode()
 
 
-async def record_changes(
-    session: AsyncSession | async_scoped_session[AsyncSession], changes: Sequence[Change]
-) -> None:
+async def record_changes(connection: AsyncConnection, changes: Sequence[Change]) -> None:
     source, rid = write_source.get(), request_id.get()
     logged = [change for change in changes if change.entity in LOGGED_ENTITIES]
     if not logged:
         return
-    connection = await session.connection()
     for index, change in enumerate(logged, start=1):
         at = datetime.now(UTC)
         values = {

@@ -13,7 +13,6 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.transactions import WriteGate
 from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.users.models import User
 from app.domain.vms.models import VMStatus
@@ -69,8 +68,8 @@ not_modified = {
 }
 
 
-async def provide_vm_service(db_session: NamedDependency[AsyncSession], state: State) -> VMService:
-    return VMService(session=db_session, write_gate=collaborator(state, WriteGate))
+async def provide_vm_service(state: State) -> VMService:
+    return collaborator(state, VMService)
 
 
 def with_etag(vm: StoredVM, status_code: int = 200) -> Response[VMRead]:

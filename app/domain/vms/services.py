@@ -3,18 +3,22 @@
 Each write reports its change to its transaction (app/db/transactions.py); what follows from it (the read
 cache, the events) is subscribed to that seam by the composition root.
 
-The writes are Core statements on the request session's connection, not Advanced Alchemy's repository
-and the ORM unit of work: a VM has no relationships and every write touches one row whose columns are all
-known in Python, so the flush machinery (identity map, state tracking, dependency sorting, version-id
-bookkeeping) did nothing but cost CPU. It was 26% of the event loop's samples under ``POST /vms`` at 16
-connections, and building the repository service another 4%; on one worker, writes are bound by that CPU,
-not by SQLite (its thread held the GIL for 0.1% of the samples). See docs/performance.md, "Write
-throughput". The optimistic-concurrency rule the ORM's version column gave is kept by hand: an UPDATE or
-DELETE names the version it read, and one that matches no row was overtaken by another writer.
+The writes are Core statements on a connection of their own, not Advanced Alchemy's repository service,
+a session and the ORM unit of work: a VM has no relationships and every write touches one row whose
+columns are all known in Python, so the flush machinery (identity map, state tracking, dependency
+sorting, version-id bookkeeping) did nothing but cost CPU. It was 26% of the event loop's samples under
+``POST /vms`` at 16 connections, building the repository service per request another 4%, and the
+session itself (its creation, connection bookkeeping and commit) about 10% more; on one worker, writes
+are bound by that CPU, not by SQLite (its thread held the GIL for 0.1% of the samples). See
+docs/performance.md, "Write throughput". The optimistic-concurrency rule the ORM's version column gave
+is kept by hand: an UPDATE or DELETE names the version it read, and one that matches no row was
+overtaken by another writer.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,9 +26,10 @@ import msgspec
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_412_PRECONDITION_FAILED
 from sqlalchemy import Table, bindparam, delete, insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.transactions import Change, WriteGate
+from app.db.engine import core_connection
+from app.db.transactions import Change, Transaction, WriteGate
 from app.domain.users.models import User
 from app.domain.vms.models import VM_ENTITY, VirtualMachine
 from app.domain.vms.reads import VM_BY_ID, etag_for
@@ -35,6 +40,14 @@ _TABLE: Table = VirtualMachine.__table__  # type: ignore[assignment]
 # Built once, so SQLAlchemy finds their compiled forms in its statement cache. The new id comes from the
 # cursor's lastrowid on SQLite and from an implicit RETURNING on PostgreSQL.
 _INSERT = insert(_TABLE)
+# Every field is set on update, changed or not: one statement, compiled once (building a statement for
+# the changed columns on each request was a tenth of PATCH's CPU), and the row is rewritten anyway.
+_UPDATED = (*VMUpdate.__struct_fields__, "updated_at")
+_UPDATE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
+    .values({name: bindparam(f"new_{name}") for name in (*_UPDATED, "version")})
+)
 _DELETE = delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
 
 
@@ -65,15 +78,25 @@ def _overtaken(vm_id: int) -> PreconditionFailedException:
 
 
 class VMService:
-    def __init__(self, session: AsyncSession, write_gate: WriteGate) -> None:
-        self.session = session
+    """One per application: each write runs on a connection of its own (no session: see the module doc)."""
+
+    def __init__(self, engine: AsyncEngine, write_gate: WriteGate, *, timeout_seconds: float) -> None:
+        self.engine = engine
         self.write_gate = write_gate
+        self.timeout_seconds = timeout_seconds
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[tuple[AsyncConnection, Transaction]]:
+        async with (
+            core_connection(self.engine, self.timeout_seconds) as connection,
+            self.write_gate.transaction(connection) as transaction,
+        ):
+            yield connection, transaction
 
     async def create_vm(self, data: VMCreate, actor: User) -> StoredVM:
-        async with self.write_gate.transaction(self.session) as transaction:
+        async with self._write() as (connection, transaction):
             now = datetime.now(UTC)
             fields: dict[str, Any] = {**msgspec.structs.asdict(data), "created_at": now, "updated_at": now}
-            connection = await self.session.connection()
             result = await connection.execute(_INSERT, {**fields, "version": 1})
             vm_id: int = result.inserted_primary_key[0]  # type: ignore[index]
             vm = StoredVM(read=VMRead(id=vm_id, **fields), version=1)
@@ -81,8 +104,7 @@ class VMService:
         return vm
 
     async def update_vm(self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None) -> StoredVM:
-        async with self.write_gate.transaction(self.session) as transaction:
-            connection = await self.session.connection()
+        async with self._write() as (connection, transaction):
             vm = await self._get(connection, vm_id)
             _check_precondition(if_match, vm)
             changes = {
@@ -91,22 +113,18 @@ class VMService:
             if not changes:  # nothing changed, nothing to record (the ETag and updated_at stay)
                 return vm
             changes["updated_at"] = datetime.now(UTC)
-            statement = (
-                update(_TABLE)
-                .where(_TABLE.c.id == vm_id, _TABLE.c.version == vm.version)
-                .values(version=vm.version + 1, **changes)
-            )
-            if (await connection.execute(statement)).rowcount != 1:
-                raise _overtaken(vm_id)
             after = StoredVM(read=msgspec.structs.replace(vm.read, **changes), version=vm.version + 1)
+            values = {f"new_{name}": getattr(after.read, name) for name in _UPDATED}
+            values.update(vm_id=vm_id, seen=vm.version, new_version=after.version)
+            if (await connection.execute(_UPDATE, values)).rowcount != 1:
+                raise _overtaken(vm_id)
             transaction.record(
                 Change(VM_ENTITY, "updated", vm_id, before=vm.read, after=after.read, actor_id=actor.id)
             )
         return after
 
     async def delete_vm(self, vm_id: int, actor: User, if_match: str | None = None) -> None:
-        async with self.write_gate.transaction(self.session) as transaction:
-            connection = await self.session.connection()
+        async with self._write() as (connection, transaction):
             vm = await self._get(connection, vm_id)
             _check_precondition(if_match, vm)
             if (await connection.execute(_DELETE, {"vm_id": vm_id, "seen": vm.version})).rowcount != 1:
