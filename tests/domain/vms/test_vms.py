@@ -23,6 +23,8 @@ from tests.helpers import (
     expect,
     login,
     make_settings,
+    run_server,
+    sign_in_admin,
     total_count,
 )
 
@@ -207,6 +209,38 @@ async def test_delete_vm(client: Any, admin: Account) -> None:
     assert [item["id"] for item in expect(await client.get("/vms", headers=admin.headers), 200)] == [
         keep["id"]
     ]
+
+
+async def test_concurrent_updates_of_one_vm_lose_none(app: Any) -> None:
+    """Updates of one VM in flight together, over real sockets: each is applied, or refused with 412 when
+    another committed between its read and its write (PostgreSQL; SQLite runs them one at a time). Every
+    accepted one is a version of its own and an entry of the change log; none is silently overwritten."""
+    async with run_server(app) as server:
+        client = server.http
+        admin = await sign_in_admin(client)
+        vm = await create_vm(client, admin)
+        url = f"/vms/{vm['id']}"
+        names = [f"racer-{index}" for index in range(16)]
+        responses = await asyncio.gather(
+            *(client.patch(url, json={"name": name}, headers=admin.headers) for name in names)
+        )
+        accepted = [expect(response, 200)["name"] for response in responses if response.status_code == 200]
+        for response in responses:
+            if response.status_code != 200:
+                assert "changed concurrently" in assert_error(response, 412)["detail"]
+        assert accepted
+        etag = (await client.get(url, headers=admin.headers)).headers["ETag"]
+        assert etag == f'"{vm["id"]}.{1 + len(accepted)}"'  # one version per accepted update, from 1
+        updates = [
+            entry
+            for entry in expect(await client.get(f"{url}/changes", headers=admin.headers), 200)
+            if entry["action"] == "updated"
+        ]
+        assert sorted(entry["after"]["name"] for entry in updates) == sorted(accepted)
+        # Each entry's before is the one committed just ahead of it: a chain, no update lost in between.
+        chain = [vm["name"], *(entry["after"]["name"] for entry in updates)]
+        assert [entry["before"]["name"] for entry in updates] == chain[:-1]
+        assert (await get_vm(client, admin, vm["id"]))["name"] == chain[-1]
 
 
 # ---------------------------------------------------------------- ETag / If-Match
