@@ -54,6 +54,10 @@ class Change:
     before: Any = None
     after: Any = None
     actor_id: int | None = None
+    # On whose behalf, when the change is written away from the request that asked for it (a shared batch,
+    # app/db/batching.py); None: the writing task's own context (app/context.py).
+    source: str | None = None
+    request_id: str | None = None
     # Set by the change log as it records the change, inside the transaction (None if not logged).
     seq: int | None = None
     at: datetime | None = None

@@ -28,6 +28,7 @@ _TABLE: Table = ChangeEntry.__table__  # type: ignore[assignment]
 # lastrowid on SQLite, where a returned row is one more GIL round trip on the driver's thread while the
 # write lock is held.
 _INSERT = insert(_TABLE)
+_INSERT_MANY = insert(_TABLE).returning(_TABLE.c.seq, sort_by_parameter_order=True)
 _LAST = {COMMIT_WITH_STATEMENT: True}
 
 
@@ -40,20 +41,28 @@ async def record_changes(connection: AsyncConnection, changes: Sequence[Change])
     logged = [change for change in changes if change.entity in LOGGED_ENTITIES]
     if not logged:
         return
-    for index, change in enumerate(logged, start=1):
-        at = datetime.now(UTC)
-        values = {
+    at = datetime.now(UTC)
+    rows = [
+        {
             "at": at,
             "entity": change.entity,
             "entity_id": change.entity_id,
             "action": change.action,
             "actor_id": change.actor_id,
-            "source": source,
-            "request_id": rid,
+            "source": change.source or source,
+            "request_id": change.request_id if change.request_id is not None else rid,
             "before_json": _json(change.before),
             "after_json": _json(change.after),
         }
-        options = _LAST if index == len(logged) else None
-        result = await connection.execute(_INSERT, values, execution_options=options)
-        (change.seq,) = result.inserted_primary_key or (None,)
-        change.at = at
+        for change in logged
+    ]
+    if len(rows) == 1:
+        result = await connection.execute(_INSERT, rows[0], execution_options=_LAST)
+        seqs = list(result.inserted_primary_key or (None,))
+    else:
+        # A transaction with several changes (a shared batch, app/db/batching.py) records them with one
+        # multi-row statement; the seqs come back in the order of the rows.
+        result = await connection.execute(_INSERT_MANY, rows, execution_options=_LAST)
+        seqs = list(result.scalars())
+    for change, seq in zip(logged, seqs, strict=True):
+        change.seq, change.at = seq, at
