@@ -134,3 +134,48 @@ async def test_a_row_the_database_refuses_fails_only_its_own_request(app: Litest
         assert sorted(vm["name"] for vm in stored) == sorted(name for name in names if name != "refused")
         entries = await all_created(http, admin.headers)
         assert sorted(entry["after"]["name"] for entry in entries) == sorted(vm["name"] for vm in stored)
+
+
+async def test_updates_at_once_each_get_their_own_answer(app: Litestar) -> None:
+    """A batch of updates mixes VMs, repeats one, and holds updates that must fail on their own: a stale
+    If-Match (412), a VM that does not exist (404), one that changes nothing (200, no new version)."""
+    async with run_server(app) as server:
+        http = server.http
+        admin = await sign_in_admin(http)
+        vms = [
+            expect(
+                await http.post("/vms", json={**VM_BODY, "name": f"vm-{index}"}, headers=admin.headers), 201
+            )
+            for index in range(4)
+        ]
+        first, second, third, fourth = (f"/vms/{vm['id']}" for vm in vms)
+        stale = (await http.get(fourth, headers=admin.headers)).headers["ETag"]
+        expect(await http.patch(fourth, json={"cores": 7}, headers=admin.headers), 200)
+        requests = [
+            (first, {"cores": 5}, {}),
+            (first, {"cores": 6}, {}),  # the same VM again: applied after the one ahead of it
+            (second, {"name": "renamed"}, {}),
+            (third, {"name": vms[2]["name"]}, {}),  # changes nothing
+            (fourth, {"cores": 9}, {"If-Match": stale}),  # stale: refused alone
+            ("/vms/999999", {"cores": 2}, {}),  # no such VM
+            (first, {"ram": 4096}, {}),
+        ]
+        responses = await asyncio.gather(
+            *(
+                http.patch(path, json=body, headers={**admin.headers, **extra})
+                for path, body, extra in requests
+            )
+        )
+        statuses = [response.status_code for response in responses]
+        assert statuses == [200, 200, 200, 200, 412, 404, 200]
+        final = expect(await http.get(first, headers=admin.headers), 200)
+        assert (final["cores"], final["ram"]) == (6, 4096)
+        assert (await http.get(first, headers=admin.headers)).headers["ETag"] == f'"{vms[0]["id"]}.4"'
+        assert (await http.get(third, headers=admin.headers)).headers["ETag"] == f'"{vms[2]["id"]}.1"'
+        assert expect(await http.get(fourth, headers=admin.headers), 200)["cores"] == 7
+        query = {"action": "updated", "entity": "vm", "limit": 1000}
+        entries = expect(await http.get("/changes", params=query, headers=admin.headers), 200)
+        by_vm = [(entry["entity_id"], entry["before"]["cores"], entry["after"]["cores"]) for entry in entries]
+        one, two, four = vms[0]["id"], vms[1]["id"], vms[3]["id"]
+        # the fourth VM's own update first, then the batch in order: the first VM 2 -> 5 -> 6, then its RAM
+        assert by_vm == [(four, 2, 7), (one, 2, 5), (one, 5, 6), (two, 2, 2), (one, 6, 6)]

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_412_PRECONDITION_FAILED
-from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.context import Source, request_id, write_source
@@ -56,12 +56,25 @@ _UPDATE = (
     .where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
     .values({name: bindparam(f"new_{name}") for name in (*_UPDATED, "version")})
 )
+_VMS_BY_IDS = select(*VM_BY_ID.selected_columns).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
 _DELETE = delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
 # Without If-Match a delete needs no read first: the row it removed comes back with it (SQLite 3.35+ and
 # PostgreSQL), one statement instead of two.
 _DELETE_RETURNING = (
     delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id")).returning(*VM_BY_ID.selected_columns)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    """An update waiting for its batch (see :class:`_Creation`)."""
+
+    vm_id: int
+    changes: dict[str, object]
+    if_match: str | None
+    actor_id: int
+    source: Source
+    request_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +102,13 @@ class StoredVM(msgspec.Struct, frozen=True):
         return etag_for(self.read.id, self.version)
 
 
+def _stale(vm: StoredVM) -> PreconditionFailedException:
+    return PreconditionFailedException(f"VM {vm.read.id} has changed: its ETag is {vm.etag}")
+
+
 def _check_precondition(if_match: str | None, vm: StoredVM) -> None:
     if not if_match_allows(if_match, vm.etag):
-        raise PreconditionFailedException(f"VM {vm.read.id} has changed: its ETag is {vm.etag}")
+        raise _stale(vm)
 
 
 def _overtaken(vm_id: int) -> PreconditionFailedException:
@@ -108,6 +125,7 @@ class VMService:
         self.write_gate = write_gate
         self.timeout_seconds = timeout_seconds
         self._creations = Coalescer(self._create_batch, max_batch=MAX_BATCH)
+        self._updates = Coalescer(self._update_batch, max_batch=MAX_BATCH)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[tuple[AsyncConnection, Transaction]]:
@@ -170,24 +188,73 @@ class VMService:
         return created
 
     async def update_vm(self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None) -> StoredVM:
+        """Updates made concurrently share one transaction, as creations do; each is checked against the
+        VM as the updates ahead of it in the batch left it."""
+        update = _Update(vm_id, data.changes(), if_match, actor.id, write_source.get(), request_id.get())
+        return await self._updates.submit(update)
+
+    async def _update_batch(self, updates: Sequence[_Update]) -> list[StoredVM | Exception]:
+        try:
+            return await self._apply_updates(updates)
+        except Exception as exc:
+            if len(updates) == 1 or fault_of(exc) is not None:
+                raise
+            # A row changed under the batch (another process wrote it) or the database refused one:
+            # apply each alone, so each gets its own answer (a 412 for the overtaken one).
+            answers: list[StoredVM | Exception] = []
+            for update in updates:
+                try:
+                    answers.extend(await self._apply_updates([update]))
+                except Exception as alone:
+                    answers.append(alone)
+            return answers
+
+    async def _apply_updates(self, updates: Sequence[_Update]) -> list[StoredVM | Exception]:
+        answers: list[StoredVM | Exception] = []
         async with self._write() as (connection, transaction):
-            vm = await self._get(connection, vm_id)
-            _check_precondition(if_match, vm)
-            changes = {
-                field: value for field, value in data.changes().items() if getattr(vm.read, field) != value
+            ids = sorted({update.vm_id for update in updates})
+            current = {
+                vm.read.id: vm for vm in map(_stored, await connection.execute(_VMS_BY_IDS, {"ids": ids}))
             }
-            if not changes:  # nothing changed, nothing to record (the ETag and updated_at stay)
-                return vm
-            changes["updated_at"] = datetime.now(UTC)
-            after = StoredVM(read=msgspec.structs.replace(vm.read, **changes), version=vm.version + 1)
-            values = {f"new_{name}": getattr(after.read, name) for name in _UPDATED}
-            values.update(vm_id=vm_id, seen=vm.version, new_version=after.version)
-            if (await connection.execute(_UPDATE, values)).rowcount != 1:
-                raise _overtaken(vm_id)
-            transaction.record(
-                Change(VM_ENTITY, "updated", vm_id, before=vm.read, after=after.read, actor_id=actor.id)
-            )
-        return after
+            now = datetime.now(UTC)
+            rows: list[dict[str, Any]] = []
+            for update in updates:
+                vm = current.get(update.vm_id)
+                if vm is None:
+                    answers.append(NotFoundException(f"VM {update.vm_id} not found"))
+                    continue
+                if not if_match_allows(update.if_match, vm.etag):
+                    answers.append(_stale(vm))
+                    continue
+                changes = {
+                    field: value
+                    for field, value in update.changes.items()
+                    if getattr(vm.read, field) != value
+                }
+                if not changes:  # nothing changed, nothing to record (the ETag and updated_at stay)
+                    answers.append(vm)
+                    continue
+                changes["updated_at"] = now
+                after = StoredVM(read=msgspec.structs.replace(vm.read, **changes), version=vm.version + 1)
+                row = {f"new_{name}": getattr(after.read, name) for name in _UPDATED}
+                row.update(vm_id=vm.read.id, seen=vm.version, new_version=after.version)
+                rows.append(row)
+                transaction.record(
+                    Change(
+                        VM_ENTITY,
+                        "updated",
+                        vm.read.id,
+                        before=vm.read,
+                        after=after.read,
+                        actor_id=update.actor_id,
+                        source=update.source,
+                        request_id=update.request_id,
+                    )
+                )
+                current[vm.read.id] = after  # the next update of this VM in the batch starts from here
+                answers.append(after)
+            await _write_updates(connection, rows)
+        return answers
 
     async def delete_vm(self, vm_id: int, actor: User, if_match: str | None = None) -> None:
         async with self._write() as (connection, transaction):
@@ -210,6 +277,21 @@ class VMService:
         if row is None:
             raise NotFoundException(f"VM {vm_id} not found")
         return _stored(row)
+
+
+async def _write_updates(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Each row's UPDATE names the version it read; one that matched no row was overtaken by another
+    writer. Several rows go as one executemany where the driver counts the rows it matched across them
+    (sqlite3 does, asyncpg does not: there each is its own statement, in the same transaction)."""
+    if not rows:
+        return
+    if len(rows) > 1 and connection.dialect.supports_sane_multi_rowcount:
+        if (await connection.execute(_UPDATE, rows)).rowcount != len(rows):
+            raise _overtaken(rows[0]["vm_id"])  # some row of the batch: the batch is retried one by one
+        return
+    for row in rows:
+        if (await connection.execute(_UPDATE, row)).rowcount != 1:
+            raise _overtaken(row["vm_id"])
 
 
 def _stored(row: Any) -> StoredVM:
