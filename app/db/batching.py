@@ -21,6 +21,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from app.db.faults import fault_of
+
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
@@ -69,3 +71,26 @@ class Coalescer(Generic[Item, Answer]):
                         future.set_result(answer)
         finally:
             self._draining = None
+
+
+def each_alone_if_refused(run_batch: BatchRunner[Item, Answer]) -> BatchRunner[Item, Answer]:
+    """``run_batch``, and when it raises anything but a database fault, ``run_batch`` again for each item
+    alone: one row the database refuses (or a row another writer changed under the batch) fails the
+    shared statement, and only its own caller should get the error. A database fault (unreachable, disk
+    full, read-only) answers every caller of the batch with it."""
+
+    async def run(items: Sequence[Item]) -> Sequence[Answer | Exception]:
+        try:
+            return await run_batch(items)
+        except Exception as exc:
+            if len(items) == 1 or fault_of(exc) is not None:
+                raise
+        answers: list[Answer | Exception] = []
+        for item in items:
+            try:
+                answers.extend(await run_batch([item]))
+            except Exception as alone:
+                answers.append(alone)
+        return answers
+
+    return run

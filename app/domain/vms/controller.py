@@ -17,8 +17,9 @@ from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.users.models import User
 from app.domain.vms.models import VMStatus
 from app.domain.vms.reads import VMReads
+from app.domain.vms.rows import StoredVM
 from app.domain.vms.schemas import OSName, VMCreate, VMRead, VMUpdate
-from app.domain.vms.services import StoredVM, VMService
+from app.domain.vms.services import VMService
 from app.http.conditional import if_none_match_matches
 from app.http.openapi import responses_for
 from app.http.pagination import (

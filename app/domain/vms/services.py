@@ -24,45 +24,36 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException
-from litestar.status_codes import HTTP_412_PRECONDITION_FAILED
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.context import Source, request_id, write_source
-from app.db.batching import Coalescer
+from app.db.batching import Coalescer, each_alone_if_refused
 from app.db.engine import core_connection
-from app.db.faults import fault_of
 from app.db.transactions import Change, Transaction, WriteGate
 from app.domain.users.models import User
-from app.domain.vms.models import VM_ENTITY, VirtualMachine
-from app.domain.vms.reads import VM_BY_ID, etag_for
+from app.domain.vms.models import VM_ENTITY
+from app.domain.vms.reads import VM_BY_ID
+from app.domain.vms.rows import (
+    DELETE,
+    DELETE_RETURNING,
+    INSERT,
+    INSERT_MANY,
+    UPDATED,
+    VMS_BY_IDS,
+    StoredVM,
+    check_precondition,
+    overtaken,
+    stale,
+    stored_vm,
+    write_updates,
+)
 from app.domain.vms.schemas import VMCreate, VMRead, VMUpdate
 from app.http.conditional import if_match_allows
 
-_TABLE: Table = VirtualMachine.__table__  # type: ignore[assignment]
-# Built once, so SQLAlchemy finds their compiled forms in its statement cache. The new id comes from the
-# cursor's lastrowid on SQLite and from an implicit RETURNING on PostgreSQL.
-_INSERT = insert(_TABLE)
-_INSERT_MANY = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-# Creations per shared transaction at most: 16 concurrent writers rarely queue more than 15 behind a
+# Writes per shared transaction at most: 16 concurrent writers rarely queue more than 15 behind a
 # batch, and a bounded statement keeps SQLite's bound-parameter count and a batch's latency small.
 MAX_BATCH = 64
-# Every field is set on update, changed or not: one statement, compiled once (building a statement for
-# the changed columns on each request was a tenth of PATCH's CPU), and the row is rewritten anyway.
-_UPDATED = (*VMUpdate.__struct_fields__, "updated_at")
-_UPDATE = (
-    update(_TABLE)
-    .where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
-    .values({name: bindparam(f"new_{name}") for name in (*_UPDATED, "version")})
-)
-_VMS_BY_IDS = select(*VM_BY_ID.selected_columns).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
-_DELETE = delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
-# Without If-Match a delete needs no read first: the row it removed comes back with it (SQLite 3.35+ and
-# PostgreSQL), one statement instead of two.
-_DELETE_RETURNING = (
-    delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id")).returning(*VM_BY_ID.selected_columns)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,36 +78,6 @@ class _Creation:
     request_id: str | None
 
 
-class PreconditionFailedException(ClientException):
-    status_code = HTTP_412_PRECONDITION_FAILED
-
-
-class StoredVM(msgspec.Struct, frozen=True):
-    """A VM as a write left it: its public representation and the version its ETag names."""
-
-    read: VMRead
-    version: int
-
-    @property
-    def etag(self) -> str:
-        return etag_for(self.read.id, self.version)
-
-
-def _stale(vm: StoredVM) -> PreconditionFailedException:
-    return PreconditionFailedException(f"VM {vm.read.id} has changed: its ETag is {vm.etag}")
-
-
-def _check_precondition(if_match: str | None, vm: StoredVM) -> None:
-    if not if_match_allows(if_match, vm.etag):
-        raise _stale(vm)
-
-
-def _overtaken(vm_id: int) -> PreconditionFailedException:
-    # Another transaction changed the row between our read and our write (PostgreSQL; on SQLite the write
-    # gate runs one write at a time, so only another process, such as the CLI, can get in between).
-    return PreconditionFailedException(f"VM {vm_id} was changed concurrently; retry")
-
-
 class VMService:
     """One per application: each write runs on a connection of its own (no session: see the module doc)."""
 
@@ -124,8 +85,8 @@ class VMService:
         self.engine = engine
         self.write_gate = write_gate
         self.timeout_seconds = timeout_seconds
-        self._creations = Coalescer(self._create_batch, max_batch=MAX_BATCH)
-        self._updates = Coalescer(self._update_batch, max_batch=MAX_BATCH)
+        self._creations = Coalescer(each_alone_if_refused(self._insert), max_batch=MAX_BATCH)
+        self._updates = Coalescer(each_alone_if_refused(self._apply_updates), max_batch=MAX_BATCH)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[tuple[AsyncConnection, Transaction]]:
@@ -140,23 +101,7 @@ class VMService:
         caller is answered after that commit, with its own VM."""
         return await self._creations.submit(_Creation(data, actor.id, write_source.get(), request_id.get()))
 
-    async def _create_batch(self, creations: Sequence[_Creation]) -> list[StoredVM | Exception]:
-        try:
-            return list(await self._insert(creations))
-        except Exception as exc:
-            if len(creations) == 1 or fault_of(exc) is not None:
-                raise  # the database itself failed: every write of the batch answers with it
-            # One row the database refused fails the whole statement: write each alone, so only that
-            # request answers with the error.
-            answers: list[StoredVM | Exception] = []
-            for creation in creations:
-                try:
-                    answers.extend(await self._insert([creation]))
-                except Exception as alone:
-                    answers.append(alone)
-            return answers
-
-    async def _insert(self, creations: Sequence[_Creation]) -> list[StoredVM]:
+    async def _insert(self, creations: Sequence[_Creation]) -> list[StoredVM | Exception]:
         async with self._write() as (connection, transaction):
             now = datetime.now(UTC)
             fields: list[dict[str, Any]] = [
@@ -165,10 +110,10 @@ class VMService:
             ]
             rows = [{**values, "version": 1} for values in fields]
             if len(rows) == 1:
-                result = await connection.execute(_INSERT, rows[0])
+                result = await connection.execute(INSERT, rows[0])
                 ids: list[int] = list(result.inserted_primary_key or ())
             else:
-                ids = list((await connection.execute(_INSERT_MANY, rows)).scalars())
+                ids = list((await connection.execute(INSERT_MANY, rows)).scalars())
             created = [
                 StoredVM(read=VMRead(id=vm_id, **values), version=1)
                 for vm_id, values in zip(ids, fields, strict=True)
@@ -185,7 +130,7 @@ class VMService:
                         request_id=creation.request_id,
                     )
                 )
-        return created
+        return list[StoredVM | Exception](created)
 
     async def update_vm(self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None) -> StoredVM:
         """Updates made concurrently share one transaction, as creations do; each is checked against the
@@ -193,28 +138,12 @@ class VMService:
         update = _Update(vm_id, data.changes(), if_match, actor.id, write_source.get(), request_id.get())
         return await self._updates.submit(update)
 
-    async def _update_batch(self, updates: Sequence[_Update]) -> list[StoredVM | Exception]:
-        try:
-            return await self._apply_updates(updates)
-        except Exception as exc:
-            if len(updates) == 1 or fault_of(exc) is not None:
-                raise
-            # A row changed under the batch (another process wrote it) or the database refused one:
-            # apply each alone, so each gets its own answer (a 412 for the overtaken one).
-            answers: list[StoredVM | Exception] = []
-            for update in updates:
-                try:
-                    answers.extend(await self._apply_updates([update]))
-                except Exception as alone:
-                    answers.append(alone)
-            return answers
-
     async def _apply_updates(self, updates: Sequence[_Update]) -> list[StoredVM | Exception]:
         answers: list[StoredVM | Exception] = []
         async with self._write() as (connection, transaction):
             ids = sorted({update.vm_id for update in updates})
             current = {
-                vm.read.id: vm for vm in map(_stored, await connection.execute(_VMS_BY_IDS, {"ids": ids}))
+                vm.read.id: vm for vm in map(stored_vm, await connection.execute(VMS_BY_IDS, {"ids": ids}))
             }
             now = datetime.now(UTC)
             rows: list[dict[str, Any]] = []
@@ -224,7 +153,7 @@ class VMService:
                     answers.append(NotFoundException(f"VM {update.vm_id} not found"))
                     continue
                 if not if_match_allows(update.if_match, vm.etag):
-                    answers.append(_stale(vm))
+                    answers.append(stale(vm))
                     continue
                 changes = {
                     field: value
@@ -236,7 +165,7 @@ class VMService:
                     continue
                 changes["updated_at"] = now
                 after = StoredVM(read=msgspec.structs.replace(vm.read, **changes), version=vm.version + 1)
-                row = {f"new_{name}": getattr(after.read, name) for name in _UPDATED}
+                row = {f"new_{name}": getattr(after.read, name) for name in UPDATED}
                 row.update(vm_id=vm.read.id, seen=vm.version, new_version=after.version)
                 rows.append(row)
                 transaction.record(
@@ -253,21 +182,21 @@ class VMService:
                 )
                 current[vm.read.id] = after  # the next update of this VM in the batch starts from here
                 answers.append(after)
-            await _write_updates(connection, rows)
+            await write_updates(connection, rows)
         return answers
 
     async def delete_vm(self, vm_id: int, actor: User, if_match: str | None = None) -> None:
         async with self._write() as (connection, transaction):
             if if_match is None:
-                row = (await connection.execute(_DELETE_RETURNING, {"vm_id": vm_id})).first()
+                row = (await connection.execute(DELETE_RETURNING, {"vm_id": vm_id})).first()
                 if row is None:
                     raise NotFoundException(f"VM {vm_id} not found")
-                vm = _stored(row)
+                vm = stored_vm(row)
             else:
                 vm = await self._get(connection, vm_id)
-                _check_precondition(if_match, vm)
-                if (await connection.execute(_DELETE, {"vm_id": vm_id, "seen": vm.version})).rowcount != 1:
-                    raise _overtaken(vm_id)
+                check_precondition(if_match, vm)
+                if (await connection.execute(DELETE, {"vm_id": vm_id, "seen": vm.version})).rowcount != 1:
+                    raise overtaken(vm_id)
             transaction.record(Change(VM_ENTITY, "deleted", vm_id, before=vm.read, actor_id=actor.id))
 
     @staticmethod
@@ -276,26 +205,4 @@ class VMService:
         row = (await connection.execute(VM_BY_ID, {"vm_id": vm_id})).first()
         if row is None:
             raise NotFoundException(f"VM {vm_id} not found")
-        return _stored(row)
-
-
-async def _write_updates(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Each row's UPDATE names the version it read; one that matched no row was overtaken by another
-    writer. Several rows go as one executemany where the driver counts the rows it matched across them
-    (sqlite3 does, asyncpg does not: there each is its own statement, in the same transaction)."""
-    if not rows:
-        return
-    if len(rows) > 1 and connection.dialect.supports_sane_multi_rowcount:
-        if (await connection.execute(_UPDATE, rows)).rowcount != len(rows):
-            raise _overtaken(rows[0]["vm_id"])  # some row of the batch: the batch is retried one by one
-        return
-    for row in rows:
-        if (await connection.execute(_UPDATE, row)).rowcount != 1:
-            raise _overtaken(row["vm_id"])
-
-
-def _stored(row: Any) -> StoredVM:
-    """A row of VM_BY_ID's columns as a StoredVM."""
-    values = row._asdict()
-    version = values.pop("version")
-    return StoredVM(read=VMRead(**values), version=version)
+        return stored_vm(row)
