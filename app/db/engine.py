@@ -95,15 +95,20 @@ def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message
         if session is None or message["type"] not in SESSION_TERMINUS_ASGI_EVENTS:
             return
         delete_aa_scope_state(scope, session_scope_key)
-        try:
-            async with asyncio.timeout(timeout):
-                await session.close()
-        except Exception as exc:
-            if fault_of(exc) is None:
-                raise
-            await session.invalidate()
+        await _close_bounded(session, timeout)
 
     return close_session
+
+
+async def _close_bounded(owner: AsyncSession | AsyncConnection, timeout_seconds: float) -> None:
+    """Close, waiting at most ``timeout_seconds``; on a database fault drop the connection instead."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await owner.close()
+    except Exception as exc:
+        if fault_of(exc) is None:
+            raise
+        await owner.invalidate()
 
 
 @asynccontextmanager
@@ -119,13 +124,7 @@ async def core_connection(engine: AsyncEngine, timeout_seconds: float) -> AsyncI
         yield connection
     finally:
         if connection.sync_connection is not None:
-            try:
-                async with asyncio.timeout(timeout_seconds):
-                    await connection.close()
-            except Exception as exc:
-                if fault_of(exc) is None:
-                    raise
-                await connection.invalidate()
+            await _close_bounded(connection, timeout_seconds)
 
 
 def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:

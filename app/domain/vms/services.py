@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.context import Source, request_id, write_source
 from app.db.batching import Coalescer, each_alone_if_refused
 from app.db.engine import core_connection
-from app.db.transactions import Change, Transaction, WriteGate
+from app.db.transactions import Action, Change, Transaction, WriteGate
 from app.domain.users.models import User
 from app.domain.vms.models import VM_ENTITY
 from app.domain.vms.reads import VM_BY_ID
@@ -56,26 +56,41 @@ from app.http.conditional import if_match_allows
 MAX_BATCH = 64
 
 
-@dataclass(frozen=True, slots=True)
-class _Update:
-    """An update waiting for its batch (see :class:`_Creation`)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Asked:
+    """A write waiting for its batch, with what the change log records of the request that asked."""
 
+    actor_id: int
+    source: Source
+    request_id: str | None
+
+    @staticmethod
+    def by(actor: User) -> dict[str, Any]:
+        return {"actor_id": actor.id, "source": write_source.get(), "request_id": request_id.get()}
+
+    def change(self, action: Action, vm_id: int, *, before: Any = None, after: Any = None) -> Change:
+        return Change(
+            VM_ENTITY,
+            action,
+            vm_id,
+            before=before,
+            after=after,
+            actor_id=self.actor_id,
+            source=self.source,
+            request_id=self.request_id,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Creation(_Asked):
+    data: VMCreate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Update(_Asked):
     vm_id: int
     changes: dict[str, object]
     if_match: str | None
-    actor_id: int
-    source: Source
-    request_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Creation:
-    """A creation waiting for its batch, with what the change log records of the request that asked."""
-
-    data: VMCreate
-    actor_id: int
-    source: Source
-    request_id: str | None
 
 
 class VMService:
@@ -99,7 +114,7 @@ class VMService:
     async def create_vm(self, data: VMCreate, actor: User) -> StoredVM:
         """Creations made concurrently share one transaction (group commit: app/db/batching.py); each
         caller is answered after that commit, with its own VM."""
-        return await self._creations.submit(_Creation(data, actor.id, write_source.get(), request_id.get()))
+        return await self._creations.submit(_Creation(data=data, **_Asked.by(actor)))
 
     async def _insert(self, creations: Sequence[_Creation]) -> list[StoredVM | Exception]:
         async with self._write() as (connection, transaction):
@@ -119,23 +134,13 @@ class VMService:
                 for vm_id, values in zip(ids, fields, strict=True)
             ]
             for vm, creation in zip(created, creations, strict=True):
-                transaction.record(
-                    Change(
-                        VM_ENTITY,
-                        "created",
-                        vm.read.id,
-                        after=vm.read,
-                        actor_id=creation.actor_id,
-                        source=creation.source,
-                        request_id=creation.request_id,
-                    )
-                )
+                transaction.record(creation.change("created", vm.read.id, after=vm.read))
         return list[StoredVM | Exception](created)
 
     async def update_vm(self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None) -> StoredVM:
         """Updates made concurrently share one transaction, as creations do; each is checked against the
         VM as the updates ahead of it in the batch left it."""
-        update = _Update(vm_id, data.changes(), if_match, actor.id, write_source.get(), request_id.get())
+        update = _Update(vm_id=vm_id, changes=data.changes(), if_match=if_match, **_Asked.by(actor))
         return await self._updates.submit(update)
 
     async def _apply_updates(self, updates: Sequence[_Update]) -> list[StoredVM | Exception]:
@@ -168,18 +173,7 @@ class VMService:
                 row = {f"new_{name}": getattr(after.read, name) for name in UPDATED}
                 row.update(vm_id=vm.read.id, seen=vm.version, new_version=after.version)
                 rows.append(row)
-                transaction.record(
-                    Change(
-                        VM_ENTITY,
-                        "updated",
-                        vm.read.id,
-                        before=vm.read,
-                        after=after.read,
-                        actor_id=update.actor_id,
-                        source=update.source,
-                        request_id=update.request_id,
-                    )
-                )
+                transaction.record(update.change("updated", vm.read.id, before=vm.read, after=after.read))
                 current[vm.read.id] = after  # the next update of this VM in the batch starts from here
                 answers.append(after)
             await write_updates(connection, rows)
