@@ -1,6 +1,7 @@
-"""The write path: one transaction per write, ordered per process, and the one seam for "something changed".
+"""The write path: write transactions, ordered per process, and the one seam for "something changed".
 
-A service runs each write inside :meth:`WriteGate.transaction` and reports every change it makes there
+A service runs each write (or a batch of concurrent writes sharing one transaction: app/db/batching.py)
+inside :meth:`WriteGate.transaction` and reports every change it makes there
 as data (:meth:`Transaction.record` of a :class:`Change`: entity, action, id, before, after, actor).
 What follows from a change is not written in the services: the composition root subscribes to the gate
 once (:meth:`WriteGate.subscribe`), and the gate calls each subscriber with the transaction's changes.
