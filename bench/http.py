@@ -199,8 +199,8 @@ request = function()
 end
 """
 
-# DELETE VMs from DELETE_TOP downwards: the harness first adds DELETE_COUNT VMs on top, so every id it
-# sends exists; a run faster than DELETE_COUNT in its duration would show as errors (404s), not hide.
+# DELETE VMs from DELETE_TOP downwards: the harness first adds DELETE_BUDGET_PER_SECOND x duration VMs on
+# top, so every id it sends exists; a run faster than that would show as errors (404s), not hide.
 DELETE_SCRIPT = """
 local token = os.getenv("TOKEN")
 local top = tonumber(os.getenv("DELETE_TOP"))
@@ -363,29 +363,21 @@ def main(argv: list[str] | None = None) -> int:
             ).raise_for_status()
             wrk_env = {"TOKEN": token, "VM_COUNT": str(args.vms)}
 
-            def share(result: WrkResult) -> str:
-                return f"{result.requests_per_second / ceiling.requests_per_second:.0%}"
+            def add_row(name: str, result: WrkResult) -> None:
+                rows.append(
+                    (
+                        name,
+                        f"{result.requests_per_second:,.0f}",
+                        f"{result.p50_ms:.1f} / {result.p99_ms:.1f}",
+                        str(result.errors),
+                        f"{result.requests_per_second / ceiling.requests_per_second:.0%}",
+                    )
+                )
 
             read = wrk(server.url, connections=32, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
-            rows.append(
-                (
-                    "read GET /vms/{id} (c=32)",
-                    f"{read.requests_per_second:,.0f}",
-                    f"{read.p50_ms:.1f} / {read.p99_ms:.1f}",
-                    str(read.errors),
-                    share(read),
-                )
-            )
+            add_row("read GET /vms/{id} (c=32)", read)
             listing = wrk(server.url, connections=32, duration=args.duration, script=LIST_SCRIPT, env=wrk_env)
-            rows.append(
-                (
-                    "list GET /vms?limit=100 (c=32)",
-                    f"{listing.requests_per_second:,.0f}",
-                    f"{listing.p50_ms:.1f} / {listing.p99_ms:.1f}",
-                    str(listing.errors),
-                    share(listing),
-                )
-            )
+            add_row("list GET /vms?limit=100 (c=32)", listing)
             for connections in (16, 64):
                 write = wrk(
                     server.url,
@@ -394,26 +386,10 @@ def main(argv: list[str] | None = None) -> int:
                     script=WRITE_SCRIPT,
                     env=wrk_env,
                 )
-                rows.append(
-                    (
-                        f"write POST /vms (c={connections})",
-                        f"{write.requests_per_second:,.0f}",
-                        f"{write.p50_ms:.1f} / {write.p99_ms:.1f}",
-                        str(write.errors),
-                        share(write),
-                    )
-                )
+                add_row(f"write POST /vms (c={connections})", write)
 
             patch = wrk(server.url, connections=16, duration=args.duration, script=PATCH_SCRIPT, env=wrk_env)
-            rows.append(
-                (
-                    "update PATCH /vms/{id} (c=16)",
-                    f"{patch.requests_per_second:,.0f}",
-                    f"{patch.p50_ms:.1f} / {patch.p99_ms:.1f}",
-                    str(patch.errors),
-                    share(patch),
-                )
-            )
+            add_row("update PATCH /vms/{id} (c=16)", patch)
             budget = DELETE_BUDGET_PER_SECOND * args.duration
             top = asyncio.run(load_vms(server.url, token, budget))
             removal = wrk(
@@ -423,15 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 script=DELETE_SCRIPT,
                 env={**wrk_env, "DELETE_TOP": str(top)},
             )
-            rows.append(
-                (
-                    "delete DELETE /vms/{id} (c=16)",
-                    f"{removal.requests_per_second:,.0f}",
-                    f"{removal.p50_ms:.1f} / {removal.p99_ms:.1f}",
-                    str(removal.errors),
-                    share(removal),
-                )
-            )
+            add_row("delete DELETE /vms/{id} (c=16)", removal)
 
             idle = wrk(server.url, connections=8, duration=args.duration, script=READ_SCRIPT, env=wrk_env)
             # Logins alone first: how close the service gets to what the cores can hash.
@@ -449,24 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         check = bcrypt_check_seconds()
         cores = os.cpu_count() or 1
         capacity = cores / check
-        rows.append(
-            (
-                "read (c=8), idle",
-                f"{idle.requests_per_second:,.0f}",
-                f"{idle.p50_ms:.1f} / {idle.p99_ms:.1f}",
-                str(idle.errors),
-                share(idle),
-            )
-        )
-        rows.append(
-            (
-                f"read (c=8), {args.storm_clients} clients logging in",
-                f"{stormy.requests_per_second:,.0f}",
-                f"{stormy.p50_ms:.1f} / {stormy.p99_ms:.1f}",
-                str(stormy.errors),
-                share(stormy),
-            )
-        )
+        add_row("read (c=8), idle", idle)
+        add_row(f"read (c=8), {args.storm_clients} clients logging in", stormy)
 
     print()
     print(f"{'scenario':<44} {'req/s':>8} {'p50 / p99 ms':>16} {'errors':>7} {'of ceiling':>11}")

@@ -50,27 +50,28 @@ class Coalescer(Generic[Item, Answer]):
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
                 try:
-                    answers = await self._run_batch([item for item, _ in batch])
+                    answers: Sequence[Answer | Exception] = await self._run_batch([item for item, _ in batch])
                 except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
+                    answers = [exc] * len(batch)
                 except BaseException as exc:  # cancelled (shutdown): tell every caller, then stop
                     waiting, self._queue = [*batch, *self._queue], []
-                    for _, future in waiting:
-                        if not future.done():
-                            future.set_exception(exc)
+                    _answer(waiting, [exc] * len(waiting))
                     raise
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():  # its caller was cancelled; the write stands
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
+                _answer(batch, answers)
         finally:
             self._draining = None
+
+
+def _answer(
+    waiting: Sequence[tuple[object, asyncio.Future[Answer]]], answers: Sequence[Answer | BaseException]
+) -> None:
+    for (_, future), answer in zip(waiting, answers, strict=True):
+        if future.done():  # its caller was cancelled; the write stands
+            continue
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
 
 
 def each_alone_if_refused(run_batch: BatchRunner[Item, Answer]) -> BatchRunner[Item, Answer]:

@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
+from app.context import Source
+
 Action = Literal["created", "updated", "deleted"]
 
 COMMIT_WITH_STATEMENT = "commit_with_statement"
@@ -57,7 +59,7 @@ class Change:
     actor_id: int | None = None
     # On whose behalf, when the change is written away from the request that asked for it (a shared batch,
     # app/db/batching.py); None: the writing task's own context (app/context.py).
-    source: str | None = None
+    source: Source | None = None
     request_id: str | None = None
     # Set by the change log as it records the change, inside the transaction (None if not logged).
     seq: int | None = None

@@ -116,7 +116,7 @@ class VMService:
         caller is answered after that commit, with its own VM."""
         return await self._creations.submit(_Creation(data=data, **_Asked.by(actor)))
 
-    async def _insert(self, creations: Sequence[_Creation]) -> list[StoredVM | Exception]:
+    async def _insert(self, creations: Sequence[_Creation]) -> list[StoredVM]:
         async with self._write() as (connection, transaction):
             now = datetime.now(UTC)
             fields: list[dict[str, Any]] = [
@@ -135,7 +135,7 @@ class VMService:
             ]
             for vm, creation in zip(created, creations, strict=True):
                 transaction.record(creation.change("created", vm.read.id, after=vm.read))
-        return list[StoredVM | Exception](created)
+        return created
 
     async def update_vm(self, vm_id: int, data: VMUpdate, actor: User, if_match: str | None) -> StoredVM:
         """Updates made concurrently share one transaction, as creations do; each is checked against the
