@@ -37,6 +37,7 @@ from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.health import CHANNELS_PING_STATE_KEY, health
 from app.http.access_log import with_access_log
+from app.http.deadline import database_deadline
 from app.http.errors import exception_handlers
 from app.http.headers import add_security_headers, complete_allow_header
 from app.http.metrics import create_metrics_controller, create_prometheus_config
@@ -150,7 +151,12 @@ def _build_app(settings: Settings) -> Litestar:
             UsersCLIPlugin(),
             WriteBodySchemaPlugin(),
         ],
-        middleware=[prometheus.middleware, login_rate_limit.middleware, wiring.jwt_auth.middleware],
+        middleware=[
+            prometheus.middleware,
+            database_deadline(settings.db_timeout_seconds),
+            login_rate_limit.middleware,
+            wiring.jwt_auth.middleware,
+        ],
         before_send=[add_security_headers, complete_allow_header],
         stores=create_stores(settings),
         openapi_config=create_openapi_config(

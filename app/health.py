@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.faults import DatabaseFaults, probe_writes
+from app.http.deadline import OWN_DEADLINE
 from app.state import collaborator
 
 Status = Literal["ok", "unavailable"]
@@ -53,6 +54,7 @@ class Health(msgspec.Struct, kw_only=True):
     "service goes on with less); 503 `unavailable` when the database does not answer.",
     responses={503: ResponseSpec(data_container=Health, description="The database does not answer.")},
     cache=False,
+    opt={OWN_DEADLINE: True},  # its waits are bounded below, and it answers a timeout with its own body
 )
 async def health(db_session: NamedDependency[AsyncSession], state: State) -> Response[Health]:
     faults = collaborator(state, DatabaseFaults)

@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from app.db import deadline
 from app.db.faults import fault_of
 
 Item = TypeVar("Item")
@@ -42,7 +43,17 @@ class Coalescer(Generic[Item, Answer]):
         if self._draining is None:
             # A task of its own: a caller that goes away (cancelled) does not take its batch with it.
             self._draining = asyncio.create_task(self._drain())
-        return await future
+        deadline.arm()  # its turn to write is a wait on the database (app/db/deadline.py)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Gone before a batch took it (its request's deadline passed, or the client left): then it is
+            # not written at all. Once in a batch, it is written or not with the others.
+            for index, (_, queued) in enumerate(self._queue):
+                if queued is future:
+                    del self._queue[index]
+                    break
+            raise
 
     async def _drain(self) -> None:
         try:

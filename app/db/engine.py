@@ -23,7 +23,7 @@ from litestar.types import Message, Scope
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from app.config import PROJECT_ROOT, Settings
-from app.db import sqlite_fastpath, sqlite_tuning
+from app.db import deadline, sqlite_fastpath, sqlite_tuning
 from app.db.faults import fault_of
 
 MIGRATIONS_DIR = PROJECT_ROOT / "app" / "migrations"
@@ -101,10 +101,14 @@ def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message
 
 
 async def _close_bounded(owner: AsyncSession | AsyncConnection, timeout_seconds: float) -> None:
-    """Close, waiting at most ``timeout_seconds``; on a database fault drop the connection instead."""
+    """Close, waiting at most ``timeout_seconds``; on a database fault drop the connection instead.
+
+    Outside the request's deadline (app/db/deadline.py): a write that committed is answered as such, and
+    a connection left half-closed by a cancellation would be lost to the pool."""
     try:
-        async with asyncio.timeout(timeout_seconds):
-            await owner.close()
+        with deadline.paused():
+            async with asyncio.timeout(timeout_seconds):
+                await owner.close()
     except Exception as exc:
         if fault_of(exc) is None:
             raise

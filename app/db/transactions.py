@@ -32,6 +32,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
 from app.context import Source
+from app.db import deadline
 
 Action = Literal["created", "updated", "deleted"]
 
@@ -129,6 +130,7 @@ class WriteGate:
 
         A body that raises rolls back: nothing was written, so nothing is invalidated or published.
         """
+        deadline.arm()  # waits for the writes ahead and for a connection follow (app/db/deadline.py)
         transaction = Transaction()
         whole = self.serialize_transactions
         if whole:

@@ -13,6 +13,7 @@ from typing import Any
 
 import bcrypt
 
+from app.db import deadline
 from app.security.credentials import MAX_PASSWORD_BYTES
 
 BCRYPT_THREAD_NICENESS = 10  # added to the process's niceness
@@ -53,7 +54,10 @@ class PasswordHasher:
                 thread_name_prefix="bcrypt",
                 initializer=_yield_cpu_to_the_event_loop,
             )
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        # Not the database's time: a login storm queues here, and a sign-in that waited its turn must not
+        # find its database deadline spent (app/db/deadline.py).
+        with deadline.paused():
+            return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     async def hash(self, password: str) -> str:
         salt = bcrypt.gensalt(self.rounds)

@@ -250,14 +250,14 @@ async def test_frozen_server_answers_503_within_the_timeout_and_heals_after_sigc
         assert_one_line_each_way(log_since(server, offset))
 
 
-async def test_frozen_server_under_concurrent_load_answers_every_request_within_twice_the_timeout(
+async def test_frozen_server_under_concurrent_load_answers_every_request_within_the_timeout(
     cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     """More concurrent clients (30) than the pool's connections (20), reading and writing through a 7 s
-    freeze: every request ends within twice the timeout + 1.5 s (a wait for a pooled connection or for the
-    commits ahead, then its own statement), none with a 500, none held until the freeze ends; one log line
-    each way, no traceback."""
-    bound = 2 * TIMEOUT + 1.5
+    freeze: every request ends within the timeout + 1.5 s, though it may wait for a pooled connection or
+    for the commits ahead and then for its own statement (one deadline for all of them), none with a 500,
+    none held until the freeze ends; one log line each way, no traceback."""
+    bound = TIMEOUT + 1.5
     async with vms_on(vms_env(cluster), tmp_path / "vms.log") as (server, _):
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=server.url, timeout=bound + 2, limits=limits) as http:
