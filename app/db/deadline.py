@@ -116,9 +116,11 @@ def paused() -> Iterator[None]:
         yield
 
 
-@event.listens_for(Session, "after_transaction_create")
 def _arm_on_first_transaction(*_: Any) -> None:
-    # A session's transaction is created as it begins, before it checks out a connection: every ORM
-    # session's first statement, commit or flush comes through here (in the request's task: SQLAlchemy
-    # runs the session's work in a greenlet that shares the task's context).
     arm()
+
+
+# A session's transaction is created as it begins, before it checks out a connection: every ORM session's
+# first statement, commit or flush comes through here (in the request's task: SQLAlchemy runs the session's
+# work in a greenlet that shares the task's context). Once per process, for every session.
+event.listen(Session, "after_transaction_create", _arm_on_first_transaction)
