@@ -1,5 +1,7 @@
 """PostgreSQL faults under one VMS process: the server stopped (``pg_ctl stop -m fast``, then started), and
-frozen (every process of the cluster SIGSTOPped, then SIGCONTed).
+frozen (every process of the cluster SIGSTOPped, then SIGCONTed), the latter also under 30 clients, more
+than the pool's connections (each request's waits for a connection, the writes ahead and its statement
+share one deadline).
 
 Each scenario starts its own cluster (:mod:`bench.postgres_cluster`) and a VMS process on it with
 ``VMS_DB_TIMEOUT_SECONDS=2``, keeps two clients reading and writing through the fault, and reports: detect
@@ -26,6 +28,7 @@ TIMEOUT_SECONDS = 2.0
 FAULT_SECONDS = 6.0
 AFTER_SECONDS = 3.0
 CLIENTS = 2
+LOADED_CLIENTS = 30
 EMAIL = "fault-admin@example.com"
 PASSWORD = "fault-admin-password"
 VM = {"cores": 2, "ram": 2048, "disk": 40, "os": "Debian 12", "status": "running"}
@@ -80,13 +83,16 @@ async def _client(http: httpx.AsyncClient, headers: dict[str, str], run: _Run, i
         await asyncio.sleep(0.05)
 
 
-async def _drive(url: str, fault: Callable[[], None], heal: Callable[[], None]) -> FaultResult:
+async def _drive(
+    url: str, fault: Callable[[], None], heal: Callable[[], None], clients_count: int
+) -> FaultResult:
     run = _Run()
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_SECONDS + 5) as http:
+    limits = httpx.Limits(max_connections=clients_count + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_SECONDS + 5, limits=limits) as http:
         response = await http.post("/login", json={"email": EMAIL, "password": PASSWORD})
         response.raise_for_status()
         headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
-        clients = [asyncio.create_task(_client(http, headers, run, index)) for index in range(CLIENTS)]
+        clients = [asyncio.create_task(_client(http, headers, run, index)) for index in range(clients_count)]
         try:
             await asyncio.sleep(1.0)
             await asyncio.to_thread(fault)
@@ -108,11 +114,12 @@ async def _drive(url: str, fault: Callable[[], None], heal: Callable[[], None]) 
         heal_seconds=None if run.first_success_after is None else run.first_success_after - run.fault_ended,
         outcomes=run.outcomes,
         lost=len(set(run.acknowledged) - kept),
-        note=f"VMS_DB_TIMEOUT_SECONDS={TIMEOUT_SECONDS:g}, slowest answer {run.slowest:.2f} s",
+        note=f"VMS_DB_TIMEOUT_SECONDS={TIMEOUT_SECONDS:g}, {clients_count} clients, slowest answer "
+        f"{run.slowest:.2f} s",
     )
 
 
-def _scenario(workdir: Path, kind: str) -> FaultResult:
+def _scenario(workdir: Path, kind: str, clients_count: int = CLIENTS) -> FaultResult:
     binaries = postgres_binaries()
     if binaries is None:
         raise RuntimeError("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
@@ -130,7 +137,7 @@ def _scenario(workdir: Path, kind: str) -> FaultResult:
         }
         fault, heal = (cluster.stop, cluster.start) if kind == "down" else (cluster.freeze, cluster.thaw)
         with serve("app:create_app", env, workdir) as server:
-            return asyncio.run(_drive(server.url, fault, heal))
+            return asyncio.run(_drive(server.url, fault, heal, clients_count))
     finally:
         cluster.close()
 
@@ -143,7 +150,12 @@ def postgres_frozen(workdir: Path) -> FaultResult:
     return _scenario(workdir, "frozen")
 
 
+def postgres_frozen_loaded(workdir: Path) -> FaultResult:
+    return _scenario(workdir, "frozen", LOADED_CLIENTS)
+
+
 SCENARIOS: dict[str, Callable[[Path], FaultResult]] = {
     "postgres-down": postgres_down,
     "postgres-frozen": postgres_frozen,
+    "postgres-frozen-loaded": postgres_frozen_loaded,
 }

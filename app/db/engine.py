@@ -19,8 +19,10 @@ from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
 from advanced_alchemy.extensions.litestar.plugins.init.config.common import SESSION_TERMINUS_ASGI_EVENTS
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import Message, Scope
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.util.concurrency import await_
 
 from app.config import PROJECT_ROOT, Settings
 from app.db import deadline, sqlite_fastpath, sqlite_tuning
@@ -63,6 +65,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         hide_parameters=True,  # a failed statement's log line must not carry a password hash
     )
     _drop_invalidated_at_once(engine)
+    _ping_outside_a_transaction(engine)
     return engine
 
 
@@ -84,17 +87,44 @@ def _drop_invalidated_at_once(engine: AsyncEngine) -> None:
     dialect.do_close = terminate  # type: ignore[method-assign]
 
 
+def _ping_outside_a_transaction(engine: AsyncEngine) -> None:
+    """The pre-ping as one query, not SQLAlchemy's own, which runs it in a transaction it rolls back in a
+    ``finally`` (for pgbouncer's transaction mode, not used here).
+
+    When a ping on a frozen server was cancelled (the request's deadline, app/db/deadline.py), that
+    ROLLBACK waited for asyncpg to see the cancellation through, up to the statement timeout: the request
+    answered 503 after twice the timeout (`bench faults --only postgres-frozen-loaded`). Errors are
+    turned into the driver's DBAPI errors as SQLAlchemy's ping does, so a connection a restart closed is
+    still replaced at checkout."""
+
+    def ping(dbapi_connection: Any) -> bool:
+        try:
+            await_(dbapi_connection._connection.fetchrow(";"))
+        except Exception as error:
+            dbapi_connection._handle_exception(error)
+        return True
+
+    engine.sync_engine.dialect.do_ping = ping  # type: ignore[method-assign]
+
+
 def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message, Scope], Any]:
     """Advanced Alchemy's before-send handler (close the request's session as the response starts), with
     the close bounded: on a frozen or vanished server its ROLLBACK waits, or fails after the response was
     decided (a 201 after its commit). A close that meets a database fault drops the connection instead,
-    and the response goes out as decided."""
+    and the response goes out as decided.
+
+    A 503 met a database fault: its session's connection is dropped without a word. Even after a
+    statement timed out it could still be open, and its ROLLBACK on a frozen server held the 503 for the
+    whole timeout again."""
 
     async def close_session(message: Message, scope: Scope) -> None:
         session: AsyncSession | None = get_aa_scope_state(scope, session_scope_key)
         if session is None or message["type"] not in SESSION_TERMINUS_ASGI_EVENTS:
             return
         delete_aa_scope_state(scope, session_scope_key)
+        if message["type"] == "http.response.start" and message["status"] == HTTP_503_SERVICE_UNAVAILABLE:
+            await session.invalidate()
+            return
         await _close_bounded(session, timeout)
 
     return close_session
@@ -126,7 +156,14 @@ async def core_connection(engine: AsyncEngine, timeout_seconds: float) -> AsyncI
     connection = engine.connect()
     try:
         yield connection
-    finally:
+    except BaseException as exc:
+        if connection.sync_connection is not None:
+            if isinstance(exc, asyncio.CancelledError) or fault_of(exc) is not None:
+                await connection.invalidate()  # as a 503's session is (see _session_closer)
+            else:
+                await _close_bounded(connection, timeout_seconds)
+        raise
+    else:
         if connection.sync_connection is not None:
             await _close_bounded(connection, timeout_seconds)
 
