@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
-from litestar import Response, get
+from litestar import Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.faults import DatabaseFaults, probe_writes
 from app.http.deadline import OWN_DEADLINE
+from app.http.routes import get
 from app.state import collaborator
 
 Status = Literal["ok", "unavailable"]

@@ -219,16 +219,33 @@ def add_for_deletion(sides: dict[str, Side], duration: int) -> None:
         side.delete_top = top
 
 
-def run_load(side: Side, scenario: str, duration: int) -> WrkResult:
+@dataclass
+class Load:
+    """One wrk run against one side, and the server's CPU time per request during it: on a machine whose
+    CPU is shared (steal), throughput swings by a fifth between identical runs, while the CPU a request
+    costs the server moves much less."""
+
+    wrk: WrkResult
+    cpu_us_per_request: float
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.wrk.requests_per_second
+
+
+def run_load(side: Side, scenario: str, duration: int) -> Load:
     script, connections, _ = LOADS[scenario]
-    return wrk(side.server.url, connections=connections, duration=duration, script=script, env=side.wrk_env)
+    cpu_before = side.server.cpu_seconds()
+    result = wrk(side.server.url, connections=connections, duration=duration, script=script, env=side.wrk_env)
+    cpu = side.server.cpu_seconds() - cpu_before
+    return Load(result, cpu * 1e6 / result.requests if result.requests else float("nan"))
 
 
 @dataclass
 class Results:
-    runs: dict[str, dict[str, list[WrkResult]]] = field(default_factory=dict)
+    runs: dict[str, dict[str, list[Load]]] = field(default_factory=dict)
 
-    def add(self, scenario: str, side: str, result: WrkResult) -> None:
+    def add(self, scenario: str, side: str, result: Load) -> None:
         self.runs.setdefault(scenario, {name: [] for name in SIDES})[side].append(result)
 
     def ratios(self, scenario: str) -> list[float]:
@@ -236,15 +253,19 @@ class Results:
         return [n.requests_per_second / b.requests_per_second for b, n in zip(base, new, strict=True)]
 
 
-def median_of(results: list[WrkResult], attribute: str) -> float:
-    return statistics.median(getattr(result, attribute) for result in results)
+def median_of(results: list[Load], attribute: str) -> float:
+    return statistics.median(getattr(result.wrk, attribute) for result in results)
+
+
+def median_cpu(results: list[Load]) -> float:
+    return statistics.median(result.cpu_us_per_request for result in results)
 
 
 def print_table(results: Results, scenarios: list[str]) -> None:
     print()
     print(
         f"{'scenario':<32} {'base req/s':>10} {'new req/s':>10} {'new/base':>9} {'per-round':>13} "
-        f"{'p99 ms base / new':>18} {'errors':>9}"
+        f"{'p99 ms base / new':>18} {'errors':>9} {'server CPU µs/req base / new':>29}"
     )
     verdicts = []
     for scenario in scenarios:
@@ -254,10 +275,12 @@ def print_table(results: Results, scenarios: list[str]) -> None:
         ratios = results.ratios(scenario)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
         p99 = f"{median_of(base, 'p99_ms'):.1f} / {median_of(new, 'p99_ms'):.1f}"
-        errors = f"{sum(r.errors for r in base)}/{sum(r.errors for r in new)}"
+        errors = f"{sum(r.wrk.errors for r in base)}/{sum(r.wrk.errors for r in new)}"
+        base_cpu, new_cpu = median_cpu(base), median_cpu(new)
+        cpu = f"{base_cpu:,.0f} / {new_cpu:,.0f} ({new_cpu / base_cpu:.2f}x)"
         print(
             f"{LOADS[scenario][2]:<32} {base_rps:>10,.0f} {new_rps:>10,.0f} {f'{ratio:.2f}x':>9} {spread:>13} "
-            f"{p99:>18} {errors:>9}"
+            f"{p99:>18} {errors:>9} {cpu:>29}"
         )
         verdicts.append(f"{scenario}: within 5%: {'yes' if ratio >= THRESHOLD else 'no'} ({ratio:.2f}x)")
     print()
@@ -289,7 +312,8 @@ def measure(sides: dict[str, Side], scenarios: list[str], rounds: int, duration:
             print(
                 f"round {round_index + 1}/{rounds} {scenario:<5} ({' then '.join(order)}): "
                 f"base {pair['base'].requests_per_second:,.0f}, new {pair['new'].requests_per_second:,.0f} "
-                f"req/s = {ratio:.2f}x",
+                f"req/s = {ratio:.2f}x; server CPU per request base {pair['base'].cpu_us_per_request:,.0f} µs, "
+                f"new {pair['new'].cpu_us_per_request:,.0f} µs",
                 flush=True,
             )
             if scenario in CHANGES_COUNT:

@@ -3,10 +3,12 @@
 Each wait has its own bound (a pooled connection, connecting, each statement, the write gate), but a
 request can meet several in a row: on a frozen server it waited up to the timeout for a pooled connection
 (or for the batch of writes ahead of it), then up to the timeout again for its own statement, and its 503
-came after twice the timeout or more. A request now runs under one :class:`asyncio.Timeout`, unarmed
-while it does no database work; the first wait on the database arms it (:func:`arm`), and when it
-expires the request's task is cancelled wherever it waits, and the request answers 503 like any other
-database timeout (app/http/deadline.py).
+came after twice the timeout or more. A request now has one :class:`Deadline`, unarmed while it does no
+database work; the first wait on the database arms it (:func:`arm`), and when it expires the request's
+task is cancelled wherever it waits, and the request answers 503 like any other database timeout
+(app/http/deadline.py). A timer of its own rather than an :class:`asyncio.Timeout` around every
+request: the request that never waits on the database (a cached read) pays for no timer and no async
+context manager.
 
 - Arming points: a session's first transaction (every ORM session, the request's and those of token
   checks alike: :func:`_arm_on_first_transaction`), a write's turn at the write gate and a queued
@@ -14,8 +16,6 @@ database timeout (app/http/deadline.py).
 - Paused around work that is not the database's and may queue on a busy host (bcrypt, in
   app/security/passwords.py), and around a connection's bounded close once the write is decided
   (app/db/engine.py): a committed write is answered as such.
-- Disarmed when the response starts (its status is decided; the session's close after it has a bound of
-  its own).
 - Only the task that entered the deadline arms it: a task started during the request copies its context,
   and must neither cancel the request nor touch a deadline that has ended.
 """
@@ -23,9 +23,9 @@ database timeout (app/http/deadline.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from typing import Any
 
 from sqlalchemy import event
@@ -33,69 +33,76 @@ from sqlalchemy.orm import Session
 
 
 class Deadline:
-    """A request's database deadline (see the module doc)."""
+    """A request's database deadline (see the module doc): ``with Deadline(seconds):`` around the request.
 
-    __slots__ = ("_held", "_owner", "_seconds", "_timeout")
+    Leaving it, a cancellation it made is taken back, and turned into TimeoutError if it is what ends the
+    body."""
 
-    def __init__(self, timeout: asyncio.Timeout, seconds: float) -> None:
-        self._timeout = timeout
+    __slots__ = ("_ended", "_expired", "_held", "_owner", "_seconds", "_timer", "_token")
+
+    def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._owner = asyncio.current_task()
-        # Paused, or disarmed for good (the response started): arming does nothing then.
-        self._held = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._held = False  # paused: arming does nothing
+        self._expired = False
+        self._ended = False
+        self._token: Token[Deadline | None] | None = None
+
+    def __enter__(self) -> Deadline:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: Any) -> None:
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._token is not None:
+            _current.reset(self._token)
+        if self._expired and self._owner is not None:
+            others = self._owner.uncancel()
+            if kind is asyncio.CancelledError and others == 0:
+                raise TimeoutError("the request's database deadline has passed") from error
 
     def _mine(self) -> bool:
-        return asyncio.current_task() is self._owner and not self._timeout.expired()
+        return not self._ended and not self._expired and asyncio.current_task() is self._owner
 
     def arm(self) -> None:
-        if self._timeout.when() is None and not self._held and self._mine():
-            self._timeout.reschedule(asyncio.get_running_loop().time() + self._seconds)
+        if self._timer is None and not self._held and self._mine():
+            self._timer = asyncio.get_running_loop().call_later(self._seconds, self._expire)
 
-    def disarm(self) -> None:
-        """For good: the response is decided."""
-        if self._mine():
-            self._held = True
-            self._timeout.reschedule(None)
+    def _expire(self) -> None:
+        self._timer = None
+        if not self._ended and self._owner is not None:
+            self._expired = True
+            self._owner.cancel()
 
     @property
     def expired(self) -> bool:
-        return self._timeout.expired()
+        return self._expired
 
     @contextmanager
     def paused(self) -> Iterator[None]:
         if self._held or not self._mine():
             yield
             return
-        when = self._timeout.when()
         loop = asyncio.get_running_loop()
-        left = None if when is None else when - loop.time()
+        timer, self._timer = self._timer, None
+        left = None if timer is None else timer.when() - loop.time()
+        if timer is not None:
+            timer.cancel()
         self._held = True  # not armed by the body either
-        if left is not None:
-            self._timeout.reschedule(None)
         try:
             yield
         finally:
             self._held = False
-            if left is not None and not self._timeout.expired():
+            if left is not None and self._mine():
                 # What was left when the pause began (none left: it expires at once).
-                self._timeout.reschedule(loop.time() + max(left, 0.0))
+                self._timer = loop.call_later(max(left, 0.0), self._expire)
 
 
 _current: ContextVar[Deadline | None] = ContextVar("vms_db_deadline", default=None)
-
-
-@asynccontextmanager
-async def request_deadline(seconds: float) -> AsyncIterator[Deadline]:
-    """Run the body under one database deadline of ``seconds``, armed by its first database wait.
-
-    Raises TimeoutError (``Deadline.expired`` is then true) when it expired in the body."""
-    async with asyncio.timeout(None) as timeout:
-        deadline = Deadline(timeout, seconds)
-        token = _current.set(deadline)
-        try:
-            yield deadline
-        finally:
-            _current.reset(token)
 
 
 def arm() -> None:

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.utils.scope.state import ScopeState
 
-from app.db.deadline import Deadline, request_deadline
+from app.db.deadline import Deadline
 from app.http.errors import database_fault_response
 
 OWN_DEADLINE = "own_database_deadline"
@@ -30,21 +31,12 @@ def database_deadline(seconds: float) -> Callable[..., ASGIApp]:
             if scope["type"] != "http" or scope["route_handler"].opt.get(OWN_DEADLINE):
                 await app(scope, receive, send)
                 return
-            deadline: Deadline | None = None
-            started = False
-
-            async def send_decided(message: Message) -> None:
-                nonlocal started
-                if message["type"] == "http.response.start" and deadline is not None:
-                    started = True
-                    deadline.disarm()  # the status is decided; what follows has bounds of its own
-                await send(message)
-
             try:
-                async with request_deadline(seconds) as deadline:
-                    await app(scope, receive, send_decided)
+                with Deadline(seconds):
+                    await app(scope, receive, send)
             except TimeoutError as exc:
-                if deadline is None or not deadline.expired or started:
+                # Only the deadline's own gets here: Litestar's handlers answer every other one inside.
+                if ScopeState.from_scope(scope).response_started:
                     raise
                 request: Request[Any, Any, Any] = Request(scope, receive)
                 response = database_fault_response(request, exc)

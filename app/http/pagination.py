@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy, StatementFilter
-from litestar import Request, Response, get
+from litestar import Request, Response
 from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
@@ -15,6 +15,8 @@ from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Parameter
 from litestar.types import Guard
+
+from app.http.routes import get
 
 T = TypeVar("T")
 

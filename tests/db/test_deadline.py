@@ -28,7 +28,7 @@ async def seconds_until_it_expires(body: Callable[[], Awaitable[None]]) -> float
     started = time.monotonic()
 
     async def run() -> None:
-        async with deadline.request_deadline(SECONDS) as held:
+        with deadline.Deadline(SECONDS) as held:
             await body()
         assert held.expired
 
@@ -59,7 +59,7 @@ async def test_a_pause_stops_the_clock_and_keeps_what_was_left() -> None:
 
 
 async def test_a_task_started_by_the_request_neither_arms_it_nor_fails_after_it() -> None:
-    async with deadline.request_deadline(SECONDS):
+    with deadline.Deadline(SECONDS):
 
         async def background() -> None:
             deadline.arm()  # another task: not the request's clock

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -40,6 +40,7 @@ from app.domain.users.models import User
 from app.domain.users.services import UserService
 from app.http.openapi import responses_for
 from app.http.pagination import ResourceId
+from app.http.routes import delete, get, post
 from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, session_id_of

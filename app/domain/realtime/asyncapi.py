@@ -19,13 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Response, get
+from litestar import Response
 from litestar.handlers import HTTPRouteHandler
 from litestar.status_codes import WS_1008_POLICY_VIOLATION, WS_1012_SERVICE_RESTART
 
 from app.domain.realtime.controller import WS_1013_TRY_AGAIN_LATER, WS_4400_BAD_REQUEST, WS_4410_RESYNC
 from app.domain.realtime.messages import UserEvent, VMEvent
 from app.http.openapi import ASYNCAPI_PATH
+from app.http.routes import get
 from app.security.refusals import WS_FORBIDDEN, WS_UNAUTHORIZED
 
 ASYNCAPI_VERSION = "3.0.0"

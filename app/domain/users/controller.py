@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
-from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
+from litestar import Controller, HttpMethod, Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException, PermissionDeniedException
@@ -27,6 +27,7 @@ from app.http.pagination import (
     page_response,
     repeated_filter,
 )
+from app.http.routes import delete, get, post, route
 from app.http.validation import NO_NUL, strict_json_body
 from app.security.jwt import session_id_of
 from app.security.passwords import PasswordHasher

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, cast
 
 from advanced_alchemy.filters import LimitOffset, SearchFilter, StatementFilter
-from litestar import Controller, HttpMethod, MediaType, Request, Response, delete, get, post, route
+from litestar import Controller, HttpMethod, MediaType, Request, Response
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
@@ -31,6 +31,7 @@ from app.http.pagination import (
     page_response,
     repeated_filter,
 )
+from app.http.routes import delete, get, post, route
 from app.http.validation import NO_NUL, VISIBLE_TEXT, strict_json_body
 from app.state import collaborator
 
