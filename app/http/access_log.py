@@ -7,9 +7,11 @@ written when the connection ends, with the close code instead of a status. ``pat
 template (``/vms/{vm_id:int}``), so lines group by route and carry no ids; a request no route matched
 logs its path cut to 200 characters. Never a query string, a body or a header.
 
-A plain ASGI wrapper rather than Litestar's ``LoggingMiddleware``: that one writes two lines per request
-(request, then response) with neither the duration nor the route template, and builds a ``Request`` to do
-it; this one reads the ASGI scope the router and the authentication middleware have filled in.
+It also gives the request its id (app/http/request_id.py), in the same wrapper of ``send``: one layer
+less per response message. A plain ASGI wrapper rather than Litestar's ``LoggingMiddleware``: that one
+writes two lines per request (request, then response) with neither the duration nor the route template,
+and builds a ``Request`` to do it; this one reads the ASGI scope the router and the authentication
+middleware have filled in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any, cast
 
 import structlog
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from app.context import request_id
+from app.http.request_id import id_for, with_id_header
 
 log = structlog.get_logger("vms.access")
 MAX_PATH = 200
@@ -50,12 +55,15 @@ def with_access_log(app: ASGIApp) -> ASGIApp:
 
 async def _http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
+    rid = id_for(scope)
+    token = request_id.set(rid.decode())
     status = 500  # what the server answers if the app fails before it starts a response
 
     async def send_noting_status(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+            with_id_header(message, rid)
         await send(message)
 
     try:
@@ -69,15 +77,20 @@ async def _http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Non
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             user_id=user_id_of(scope),
         )
+        request_id.reset(token)
 
 
 async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
+    rid = id_for(scope)
+    token = request_id.set(rid.decode())
     close_code: int | None = None
 
     async def send_noting_close(message: Message) -> None:
         nonlocal close_code
-        if message["type"] == "websocket.close" and close_code is None:
+        if message["type"] == "websocket.accept":
+            with_id_header(message, rid)
+        elif message["type"] == "websocket.close" and close_code is None:
             close_code = message.get("code", 1000)
         await send(message)
 
@@ -98,3 +111,4 @@ async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             user_id=user_id_of(scope),
         )
+        request_id.reset(token)
