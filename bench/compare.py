@@ -282,7 +282,11 @@ def print_table(results: Results, scenarios: list[str]) -> None:
             f"{LOADS[scenario][2]:<32} {base_rps:>10,.0f} {new_rps:>10,.0f} {f'{ratio:.2f}x':>9} {spread:>13} "
             f"{p99:>18} {errors:>9} {cpu:>29}"
         )
-        verdicts.append(f"{scenario}: within 5%: {'yes' if ratio >= THRESHOLD else 'no'} ({ratio:.2f}x)")
+        paired = statistics.median(ratios)
+        verdicts.append(
+            f"{scenario}: within 5%: {'yes' if ratio >= THRESHOLD else 'no'} ({ratio:.2f}x; the median of "
+            f"the per-round ratios, each round's two runs side by side: {paired:.2f}x)"
+        )
     print()
     for verdict in verdicts:
         print(verdict)

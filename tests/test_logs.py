@@ -10,12 +10,15 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 
+from app.logs import UtcTimestamp
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, bearer
 from tests.helpers.processes import ServerProcess, server_process, sqlite_server_env
 from tests.helpers.sockets import ws_connect
@@ -90,7 +93,8 @@ async def test_one_access_line_per_request_with_its_id_route_status_duration_and
         assert line["duration_ms"] >= 0
         assert line["user_id"] == 1  # the administrador made at start
         assert line["level"] == "info"
-        assert "timestamp" in line
+        stamped = datetime.strptime(line["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60
         assert [entry for entry in json_lines(server) if entry.get("request_id") == rid] == [line]
 
         # The change made by a request carries that request's id in the change log too.
@@ -210,3 +214,16 @@ async def test_plain_text_when_asked_and_uvicorns_access_log_back_when_ours_is_o
     assert '"GET /vms?token=[redacted] HTTP/1.1" 401' in log  # uvicorn's line, its token redacted
     assert token not in log
     assert "] request " not in log  # and ours is off
+
+
+def test_the_timestamp_reads_as_structlogs_iso_utc_one() -> None:
+    """The line's ``timestamp`` (app/logs.py formats it once per second): the same text as structlog's
+    ``TimeStamper(fmt="iso", utc=True)``, to the microsecond, across a second's boundary too."""
+    ours, theirs = UtcTimestamp(), structlog.processors.TimeStamper(fmt="iso", utc=True)
+    for _ in range(3):
+        before = theirs(None, "info", {})["timestamp"]
+        stamped = ours(None, "info", {})["timestamp"]
+        after = theirs(None, "info", {})["timestamp"]
+        assert len(stamped) == len(before) == 27
+        assert before <= stamped <= after
+        time.sleep(0.6)
