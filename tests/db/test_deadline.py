@@ -44,7 +44,7 @@ async def test_the_deadline_starts_at_the_first_database_wait_not_at_the_request
         deadline.arm()  # arming again does not move it
         await asyncio.sleep(10)
 
-    assert 3 * SECONDS <= await seconds_until_it_expires(body) < 3 * SECONDS + 1.0
+    assert 3 * SECONDS - 0.05 <= await seconds_until_it_expires(body) < 3 * SECONDS + 1.0
 
 
 async def test_a_pause_stops_the_clock_and_keeps_what_was_left() -> None:
@@ -55,7 +55,7 @@ async def test_a_pause_stops_the_clock_and_keeps_what_was_left() -> None:
             deadline.arm()  # a wait inside a pause does not start it anew
         await asyncio.sleep(10)
 
-    assert 3 * SECONDS <= await seconds_until_it_expires(body) < 3 * SECONDS + 1.0
+    assert 3 * SECONDS - 0.05 <= await seconds_until_it_expires(body) < 3 * SECONDS + 1.0
 
 
 async def test_a_task_started_by_the_request_neither_arms_it_nor_fails_after_it() -> None:
@@ -81,7 +81,7 @@ async def test_an_orm_session_arms_it_when_its_transaction_begins(tmp_path: Path
             await asyncio.sleep(10)
 
     try:
-        assert 3 * SECONDS <= await seconds_until_it_expires(body) < 3 * SECONDS + 1.0
+        assert 3 * SECONDS - 0.05 <= await seconds_until_it_expires(body) < 3 * SECONDS + 1.0
     finally:
         await engine.dispose()
 
