@@ -126,7 +126,7 @@ def _build_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             # The per-address login limit wraps only the sign-in routes: on every other route Litestar's
-            # rate-limit middleware built a Request to find it had nothing to limit (3% of a cached read).
+            # rate-limit middleware built a Request to find it had nothing to limit (2-3% of a cached read).
             Router(path="/", route_handlers=[AuthController], middleware=[login_rate_limit.middleware]),
             SessionController,
             UserController,

@@ -122,12 +122,21 @@ def _session_closer(session_scope_key: str, timeout: float) -> Callable[[Message
         if session is None or message["type"] not in SESSION_TERMINUS_ASGI_EVENTS:
             return
         delete_aa_scope_state(scope, session_scope_key)
-        if message["type"] == "http.response.start" and message["status"] == HTTP_503_SERVICE_UNAVAILABLE:
-            await session.invalidate()
-            return
-        await _close_bounded(session, timeout)
+        faulted = (
+            message["type"] == "http.response.start" and message["status"] == HTTP_503_SERVICE_UNAVAILABLE
+        )
+        await _release(session, timeout, drop=faulted)
 
     return close_session
+
+
+async def _release(owner: AsyncSession | AsyncConnection, timeout_seconds: float, *, drop: bool) -> None:
+    """Give a session's or a write's connection back: dropped without a word after a database fault or a
+    cancellation (``drop``), otherwise closed with a bound (:func:`_close_bounded`)."""
+    if drop:
+        await owner.invalidate()
+    else:
+        await _close_bounded(owner, timeout_seconds)
 
 
 async def _close_bounded(owner: AsyncSession | AsyncConnection, timeout_seconds: float) -> None:
@@ -154,18 +163,18 @@ async def core_connection(engine: AsyncEngine, timeout_seconds: float) -> AsyncI
     the way a request's session is closed (:func:`_session_closer`): bounded, and dropped on a database
     fault."""
     connection = engine.connect()
+    failed: BaseException | None = None
     try:
         yield connection
     except BaseException as exc:
-        if connection.sync_connection is not None:
-            if isinstance(exc, asyncio.CancelledError) or fault_of(exc) is not None:
-                await connection.invalidate()  # as a 503's session is (see _session_closer)
-            else:
-                await _close_bounded(connection, timeout_seconds)
+        failed = exc
         raise
-    else:
+    finally:
         if connection.sync_connection is not None:
-            await _close_bounded(connection, timeout_seconds)
+            drop = isinstance(failed, asyncio.CancelledError) or (
+                failed is not None and fault_of(failed) is not None
+            )
+            await _release(connection, timeout_seconds, drop=drop)
 
 
 def create_alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:

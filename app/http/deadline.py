@@ -2,8 +2,8 @@
 (app/db/deadline.py) from its first wait on the database, answered with the same 503 as any other database
 timeout.
 
-A Litestar middleware inside the request metrics (which count the 503) and outside authentication and the
-login rate limit (a token check on a cache miss reads the database too).
+A Litestar middleware inside the request metrics (which count the 503) and outside authentication (a token
+check on a cache miss reads the database too) and the sign-in routes' rate limit.
 """
 
 from __future__ import annotations
