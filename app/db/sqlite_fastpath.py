@@ -127,10 +127,14 @@ def install(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def commit_with_statement(
-        _conn: Any, cursor: Any, _statement: str, _parameters: Any, context: Any, _executemany: bool
+        _conn: Any, cursor: Any, _statement: str, _parameters: Any, context: Any, executemany: bool
     ) -> None:
+        # Never with one of several statements SQLAlchemy splits an execution into (its "insertmanyvalues"
+        # batches, each announced here with ``executemany``): the first would commit the transaction and
+        # the others each run in one of their own (app/db/multirow.py).
         if (
-            context is not None
+            not executemany
+            and context is not None
             and context.execution_options.get(COMMIT_WITH_STATEMENT)
             and type(cursor) is OneHopCursor
         ):

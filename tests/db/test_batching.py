@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 from litestar import Litestar
 
 from tests.helpers import (
@@ -78,17 +79,26 @@ async def test_creations_at_once_share_commits_and_keep_their_own_request(app: L
         assert [event["vm"] for event in events] == [by_id[entry["entity_id"]][1] for entry in entries]
 
 
+# Which row of a table names the VM called ``name``: the VM's own row, or its change-log entry.
+WHERE_NAMED = {
+    "virtual_machine": "NEW.name = '{name}'",
+    "change_log": 'NEW.after_json LIKE \'%"name":"{name}"%\'',
+}
+
+
 @asynccontextmanager
-async def refusing_name(server: LiveServer, name: str) -> AsyncIterator[None]:
-    """A database trigger that refuses to store a VM called ``name``: a row the database itself refuses,
-    whatever the reason (a constraint a migration added, say), which the API's validation cannot foresee."""
+async def refusing_name(server: LiveServer, name: str, table: str = "virtual_machine") -> AsyncIterator[None]:
+    """A database trigger that refuses to store the row of ``table`` for a VM called ``name``: a row the
+    database itself refuses, whatever the reason (a constraint a migration added, say), which the API's
+    validation cannot foresee."""
     settings = settings_of(server)
+    named = WHERE_NAMED[table].format(name=name)
     if settings.is_sqlite:
         path = settings.sqlite_path
         with sqlite3.connect(path) as db:
             db.execute(
-                "CREATE TRIGGER refuse_name BEFORE INSERT ON virtual_machine "
-                f"WHEN NEW.name = '{name}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                f"CREATE TRIGGER refuse_name BEFORE INSERT ON {table} "
+                f"WHEN {named} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
             )
         try:
             yield
@@ -105,23 +115,27 @@ async def refusing_name(server: LiveServer, name: str) -> AsyncIterator[None]:
             "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"
         )
         await connection.execute(
-            "CREATE TRIGGER vms_test_refuse_name BEFORE INSERT ON virtual_machine FOR EACH ROW "
-            f"WHEN (NEW.name = '{name}') EXECUTE FUNCTION vms_test_refuse_name()"
+            f"CREATE TRIGGER vms_test_refuse_name BEFORE INSERT ON {table} FOR EACH ROW "
+            f"WHEN ({named}) EXECUTE FUNCTION vms_test_refuse_name()"
         )
         yield
     finally:
-        await connection.execute("DROP TRIGGER IF EXISTS vms_test_refuse_name ON virtual_machine")
+        await connection.execute(f"DROP TRIGGER IF EXISTS vms_test_refuse_name ON {table}")
         await connection.execute("DROP FUNCTION IF EXISTS vms_test_refuse_name()")
         await connection.close()
 
 
-async def test_a_row_the_database_refuses_fails_only_its_own_request(app: Litestar) -> None:
+@pytest.mark.parametrize("table", ["virtual_machine", "change_log"])
+async def test_a_row_the_database_refuses_fails_only_its_own_request(app: Litestar, table: str) -> None:
+    """Whichever of a creation's rows the database refuses, its VM's or its change-log entry, the shared
+    transaction is all or nothing: only that request fails, and the table and the log agree afterwards (a
+    batch that committed part of its change log with its first entry left VMs with no entry)."""
     async with run_server(app) as server:
         http = server.http
         admin = await sign_in_admin(http)
         names = [f"fine-{index}" for index in range(CONCURRENT)]
         names.insert(CONCURRENT // 2, "refused")
-        async with refusing_name(server, "refused"):
+        async with refusing_name(server, "refused", table):
             responses = await asyncio.gather(
                 *(http.post("/vms", json={**VM_BODY, "name": name}, headers=admin.headers) for name in names)
             )

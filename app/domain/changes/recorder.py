@@ -17,6 +17,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.context import request_id, write_source
+from app.db.multirow import insert_returning_keys
 from app.db.transactions import COMMIT_WITH_STATEMENT, Change
 from app.domain.changes.models import LOGGED_ENTITIES, ChangeEntry
 
@@ -28,7 +29,6 @@ _TABLE: Table = ChangeEntry.__table__  # type: ignore[assignment]
 # lastrowid on SQLite, where a returned row is one more GIL round trip on the driver's thread while the
 # write lock is held.
 _INSERT = insert(_TABLE)
-_INSERT_MANY = insert(_TABLE).returning(_TABLE.c.seq, sort_by_parameter_order=True)
 _LAST = {COMMIT_WITH_STATEMENT: True}
 
 
@@ -62,7 +62,6 @@ async def record_changes(connection: AsyncConnection, changes: Sequence[Change])
     else:
         # A transaction with several changes (a shared batch, app/db/batching.py) records them with one
         # multi-row statement; the seqs come back in the order of the rows.
-        result = await connection.execute(_INSERT_MANY, rows, execution_options=_LAST)
-        seqs = list(result.scalars())
+        seqs = await insert_returning_keys(connection, _TABLE, _TABLE.c.seq, rows, execution_options=_LAST)
     for change, seq in zip(logged, seqs, strict=True):
         change.seq, change.at = seq, at

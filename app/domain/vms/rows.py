@@ -19,24 +19,24 @@ from app.domain.vms.reads import VM_BY_ID, etag_for
 from app.domain.vms.schemas import VMRead, VMUpdate
 from app.http.conditional import if_match_allows
 
-_TABLE: Table = VirtualMachine.__table__  # type: ignore[assignment]
-# The new id comes from the cursor's lastrowid on SQLite and from an implicit RETURNING on PostgreSQL.
-INSERT = insert(_TABLE)
-INSERT_MANY = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+VM_TABLE: Table = VirtualMachine.__table__  # type: ignore[assignment]
+# The new id comes from the cursor's lastrowid on SQLite and from an implicit RETURNING on PostgreSQL;
+# several creations at once go in through app/db/multirow.py.
+INSERT = insert(VM_TABLE)
 # Every field is set on update, changed or not: one statement, compiled once (building a statement for
 # the changed columns on each request was a tenth of PATCH's CPU), and the row is rewritten anyway.
 UPDATED = (*VMUpdate.__struct_fields__, "updated_at")
 UPDATE = (
-    update(_TABLE)
-    .where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
+    update(VM_TABLE)
+    .where(VM_TABLE.c.id == bindparam("vm_id"), VM_TABLE.c.version == bindparam("seen"))
     .values({name: bindparam(f"new_{name}") for name in (*UPDATED, "version")})
 )
-VMS_BY_IDS = select(*VM_BY_ID.selected_columns).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
-DELETE = delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id"), _TABLE.c.version == bindparam("seen"))
+VMS_BY_IDS = select(*VM_BY_ID.selected_columns).where(VM_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+DELETE = delete(VM_TABLE).where(VM_TABLE.c.id == bindparam("vm_id"), VM_TABLE.c.version == bindparam("seen"))
 # Without If-Match a delete needs no read first: the row it removed comes back with it (SQLite 3.35+ and
 # PostgreSQL), one statement instead of two.
 DELETE_RETURNING = (
-    delete(_TABLE).where(_TABLE.c.id == bindparam("vm_id")).returning(*VM_BY_ID.selected_columns)
+    delete(VM_TABLE).where(VM_TABLE.c.id == bindparam("vm_id")).returning(*VM_BY_ID.selected_columns)
 )
 
 

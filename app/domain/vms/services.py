@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.context import Source, request_id, write_source
 from app.db.batching import Coalescer, each_alone_if_refused
 from app.db.engine import core_connection
+from app.db.multirow import insert_returning_keys
 from app.db.transactions import Action, Change, Transaction, WriteGate
 from app.domain.users.models import User
 from app.domain.vms.models import VM_ENTITY
@@ -38,8 +39,8 @@ from app.domain.vms.rows import (
     DELETE,
     DELETE_RETURNING,
     INSERT,
-    INSERT_MANY,
     UPDATED,
+    VM_TABLE,
     VMS_BY_IDS,
     StoredVM,
     check_precondition,
@@ -128,7 +129,7 @@ class VMService:
                 result = await connection.execute(INSERT, rows[0])
                 ids: list[int] = list(result.inserted_primary_key or ())
             else:
-                ids = list((await connection.execute(INSERT_MANY, rows)).scalars())
+                ids = await insert_returning_keys(connection, VM_TABLE, VM_TABLE.c.id, rows)
             created = [
                 StoredVM(read=VMRead(id=vm_id, **values), version=1)
                 for vm_id, values in zip(ids, fields, strict=True)
