@@ -111,6 +111,32 @@ class UtcTimestamp:
         return event
 
 
+class InfoLine:
+    """``structlog.get_logger(name).info(event, **fields)`` for the line every request writes (the access
+    line), with the same result: the same keys in the same order, the same request id, level and
+    timestamp, written by the same :class:`StderrLogger`.
+
+    When lines are JSON at level INFO or below, it builds the line itself: structlog's path (the lazy
+    proxy, the bound logger's event dict, five processors, the renderer) cost 57,000 instructions per
+    cached ``GET /vms/{id}`` (callgrind, in-process), a tenth of the whole request; this costs about a
+    fifth of that. Otherwise (console lines, a higher level) it is structlog's own call."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, name: str) -> None:
+        self._logger = structlog.get_logger(name)
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if not _fast_json_info:
+            self._logger.info(event, **fields)
+            return
+        fields["event"] = event
+        add_request_id(None, "info", fields)
+        fields["level"] = "info"
+        _TIMESTAMP(None, "info", fields)
+        _LOGGER.msg(_encoder.encode(fields).decode())
+
+
 def _json(event: EventDict, **_: Any) -> str:
     return _encoder.encode(event).decode()
 
@@ -121,13 +147,19 @@ def _renderer(as_json: bool) -> Processor:
     return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
 
+_TIMESTAMP = UtcTimestamp()
+# Whether InfoLine may build its line itself: JSON lines at level INFO or below (create_logging_plugin).
+_fast_json_info = False
+
+
 def _processors(as_json: bool) -> list[Processor]:
     # No merge_contextvars: nothing binds structlog context variables (the request id has its own
-    # processor), and copying the context cost 3 of the 12 µs an access line took.
+    # processor), and copying the context cost 3 of the 12 µs an access line took. InfoLine writes the
+    # same line as this chain does: a change here is a change there.
     return [
         add_request_id,
         structlog.processors.add_log_level,
-        UtcTimestamp(),
+        _TIMESTAMP,
         structlog.processors.format_exc_info,
         _renderer(as_json),
     ]
@@ -194,7 +226,9 @@ def _stderr_logger(*_: Any) -> StderrLogger:
 
 
 def create_logging_plugin(*, debug: bool, level: str, log_format: LogFormat) -> StructlogPlugin:
+    global _fast_json_info  # structlog's own configuration is process-wide too
     as_json = renders_json(log_format)
+    _fast_json_info = as_json and logging.getLevelName(level.upper()) <= logging.INFO
     return StructlogPlugin(
         config=StructlogConfig(
             structlog_logging_config=StructLoggingConfig(

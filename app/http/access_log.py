@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-import structlog
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from app.context import request_id
 from app.http.request_id import id_for, with_id_header
+from app.logs import InfoLine
 
-log = structlog.get_logger("vms.access")
+log = InfoLine("vms.access")
 MAX_PATH = 200
 
 
@@ -69,13 +69,15 @@ async def _http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Non
     try:
         await app(scope, receive, send_noting_status)
     finally:
-        log.info(
+        log(
             "request",
-            method=cast("HTTPScope", scope)["method"],
-            path=route_of(scope),
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            user_id=user_id_of(scope),
+            {
+                "method": cast("HTTPScope", scope)["method"],
+                "path": route_of(scope),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "user_id": user_id_of(scope),
+            },
         )
         request_id.reset(token)
 
@@ -104,11 +106,13 @@ async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     try:
         await app(scope, receive_noting_disconnect, send_noting_close)
     finally:
-        log.info(
+        log(
             "websocket",
-            path=route_of(scope),
-            close_code=close_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            user_id=user_id_of(scope),
+            {
+                "path": route_of(scope),
+                "close_code": close_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "user_id": user_id_of(scope),
+            },
         )
         request_id.reset(token)
