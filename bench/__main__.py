@@ -12,6 +12,10 @@ SCENARIOS = {
     "fanout": ("bench.fanout", "WebSocket fan-out: N listeners on /ws/vms, M VM writes, delay and memory"),
     "resume": ("bench.resume", "a client resumes 10,000 events back while fan-out listeners get live writes"),
     "compare": ("bench.compare", "read, list, write: this checkout beside another git revision (needs wrk)"),
+    "instructions": (
+        "bench.instructions",
+        "instructions per request (valgrind), this checkout beside a git revision: exact on a busy machine",
+    ),
     "refresh": ("bench.refresh", "POST /login/refresh chains: refreshes per second and per CPU-second"),
     "scaleout": ("bench.scaleout", "read and write for 1, 2, 4 workers on PostgreSQL + Redis beside SQLite"),
     "faults": (

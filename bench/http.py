@@ -68,13 +68,23 @@ def free_port() -> int:
 
 @contextmanager
 def serve(
-    factory: str, env: dict[str, str], workdir: Path, workers: int = 1, app_dir: Path = PROJECT_ROOT
+    factory: str,
+    env: dict[str, str],
+    workdir: Path,
+    workers: int = 1,
+    app_dir: Path = PROJECT_ROOT,
+    *,
+    wrapper: tuple[str, ...] = (),
+    start_seconds: float = 60,
 ) -> Iterator[Server]:
+    """The server, started as ``wrapper`` + uvicorn (``wrapper``: a program that runs it, such as
+    valgrind), given ``start_seconds`` to answer."""
     port = free_port()
     log = (workdir / f"server-{port}.log").open("w")
     worker_options = ["--workers", str(workers)] if workers > 1 else []
     process = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "uvicorn",
@@ -92,7 +102,7 @@ def serve(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {(workdir / f'server-{port}.log').read_text()}")
