@@ -8,7 +8,7 @@ worker each, as in ``bench http``, each on a fresh SQLite file), loads the same 
 both up. Then, round by round, every scenario is run with wrk against one version and then the other,
 the order flipping each round (ABBA) so drift on the shared machine cancels out; only one wrk runs at a
 time. Prints the median req/s of each side, the ratio new/base with the spread of the per-round ratios,
-the median p99s and whether the new version is within 5% of the base.
+the median p99s and whether the new version is within ``--within`` percent (default 5) of the base.
 
 The base runs on this checkout's virtualenv, so a REV with other dependencies needs them installed.
 The write scenario adds VMs and the delete scenario removes them; after each such pair the side with
@@ -65,7 +65,6 @@ LOADS = {
 CHANGES_COUNT = ("write", "delete")
 SIDES = ("base", "new")
 WARMUP_SECONDS = 2
-THRESHOLD = 0.95
 
 
 # ---------------------------------------------------------------- git
@@ -261,7 +260,7 @@ def median_cpu(results: list[Load]) -> float:
     return statistics.median(result.cpu_us_per_request for result in results)
 
 
-def print_table(results: Results, scenarios: list[str]) -> None:
+def print_table(results: Results, scenarios: list[str], within_percent: float) -> None:
     print()
     print(
         f"{'scenario':<32} {'base req/s':>10} {'new req/s':>10} {'new/base':>9} {'per-round':>13} "
@@ -284,7 +283,8 @@ def print_table(results: Results, scenarios: list[str]) -> None:
         )
         paired = statistics.median(ratios)
         verdicts.append(
-            f"{scenario}: within 5%: {'yes' if ratio >= THRESHOLD else 'no'} ({ratio:.2f}x; the median of "
+            f"{scenario}: within {within_percent:g}%: {'yes' if ratio >= 1 - within_percent / 100 else 'no'} "
+            f"({ratio:.2f}x; the median of "
             f"the per-round ratios, each round's two runs side by side: {paired:.2f}x)"
         )
     print()
@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--vms", type=int, default=5000, help="VMs to load into each side")
     parser.add_argument(
+        "--within", type=float, default=5, help="the throughput a new version may lose, in percent"
+    )
+    parser.add_argument(
         "--scenarios", default="read,list,write", help="comma-separated, from: " + ",".join(LOADS)
     )
     args = parser.parse_args(argv)
@@ -400,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    print_table(results, scenarios)
+    print_table(results, scenarios, args.within)
     return 0
 
 
