@@ -120,31 +120,64 @@ async def server_process(
         server.stop()
 
 
-async def run_cli(
-    env: Mapping[str, str], *args: str, input: str | None = None, seconds: float = 60.0
-) -> tuple[int, str]:
-    """``python -m litestar <args>`` in the project, without blocking the event loop (a live server in this
-    loop keeps serving meanwhile); its exit code and output. Killed by its PID if it outlasts ``seconds``.
+@dataclass(frozen=True)
+class Finished:
+    """A command that ran to its end: its exit code, and its standard output and error, apart (a script
+    reads stdout; log lines go to stderr)."""
 
-    Its stdin is ``input`` through a pipe, or closed (``/dev/null``) without one: never a terminal, so a
-    command that would prompt must refuse instead."""
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """Both streams, for assertions on what the command wrote anywhere."""
+        return self.stdout + self.stderr
+
+
+async def run_command(
+    env: Mapping[str, str],
+    command: Sequence[str],
+    *,
+    input: str | None = None,
+    close_stdin: bool = False,
+    seconds: float = 60.0,
+) -> Finished:
+    """``command`` in the project, with the VMS_* of ``env`` only, without blocking the event loop (a live
+    server in this loop keeps serving meanwhile). Killed by its PID if it outlasts ``seconds``.
+
+    Its stdin is ``input`` through a pipe, or without one ``/dev/null``, or with ``close_stdin`` no
+    stdin at all (file descriptor 0 closed): never a terminal, so a command that would prompt must
+    refuse instead."""
+    if close_stdin:
+        assert input is None
+        command = ["sh", "-c", 'exec "$@" <&-', "sh", *command]
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "litestar",
-        *args,
+        *command,
         cwd=PROJECT_ROOT,
         env=vms_environment(env),
         stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         sent = None if input is None else input.encode()
-        output, _ = await asyncio.wait_for(process.communicate(sent), seconds)
+        stdout, stderr = await asyncio.wait_for(process.communicate(sent), seconds)
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise
+        raise AssertionError(f"{command} did not finish within {seconds} s") from None
     assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
+    return Finished(process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+
+async def run_cli(
+    env: Mapping[str, str],
+    *args: str,
+    input: str | None = None,
+    close_stdin: bool = False,
+    seconds: float = 60.0,
+) -> Finished:
+    """``python -m litestar <args>``: see :func:`run_command`."""
+    command = [sys.executable, "-m", "litestar", *args]
+    return await run_command(env, command, input=input, close_stdin=close_stdin, seconds=seconds)
