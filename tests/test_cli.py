@@ -33,7 +33,6 @@ from app.config import get_settings, load_settings
 from tests.helpers import bearer, decode, login
 from tests.helpers.assertions import assert_no_internals, assert_no_secrets, assert_user
 from tests.helpers.processes import ServerProcess, run_cli, run_command, server_process
-from tests.helpers.terminals import in_terminal
 
 ADMIN = "root@example.com"
 ADMIN_PASSWORD = "root-password-1"
@@ -331,20 +330,3 @@ def test_in_a_terminal_the_missing_values_are_asked_for(
     assert [(u["email"], u["name"], u["rol"]) for u in listed()] == [
         ("asked@example.com", "Asked Name", "cliente")
     ]
-
-
-async def test_password_stdin_in_a_terminal_is_asked_for_hidden(tmp_path: Path) -> None:
-    """The printed start-up command, typed by an operator in a terminal: ``--password-stdin`` there asks
-    for the password without echoing it (twice, as a prompt for a new password does), instead of reading
-    a line typed in view."""
-    env = sqlite_env(tmp_path)
-    command = [sys.executable, "-m", "litestar", "users", "create", "--role", "administrador"]
-    command += ["--email", ADMIN, "--name", "Root", "--password-stdin"]
-    async with in_terminal(command, env, tmp_path / "terminal.log") as (process, terminal):
-        await terminal.wait_for("Password: ")
-        terminal.type(f"{ADMIN_PASSWORD}\n")
-        await terminal.wait_for("Repeat for confirmation: ")
-        terminal.type(f"{ADMIN_PASSWORD}\n")
-        await terminal.wait_for(f"Created administrador {ADMIN}")
-        assert await asyncio.to_thread(process.wait, 30) == 0, terminal.text()
-    assert ADMIN_PASSWORD not in terminal.text()
