@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -90,29 +92,56 @@ async def wait_healthy(server: ServerProcess, seconds: float = START_SECONDS) ->
     raise AssertionError(f"{server.url} did not start within {seconds} s:\n{server.output()}")
 
 
-def start_server_process(
-    env: Mapping[str, str], log: Path, port: int | None = None, options: Sequence[str] = ()
-) -> ServerProcess:
-    """``options``: more uvicorn options (``--http ...``)."""
-    port = port or free_port()
+def server_command(port: int, options: Sequence[str] = ()) -> list[str]:
+    """``uvicorn --factory app:create_app`` on ``port``; ``options``: more uvicorn options (``--http ...``),
+    last, so they override."""
     command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port)]
+    return [*command, "--log-level", "warning", *options]
+
+
+def _copy(source: IO[bytes], log: Path) -> None:
+    with source, log.open("ab") as output:
+        for line in source:
+            output.write(line)
+            output.flush()
+
+
+def start_server_process(
+    env: Mapping[str, str],
+    log: Path,
+    port: int | None = None,
+    options: Sequence[str] = (),
+    *,
+    pipe: bool = False,
+) -> ServerProcess:
+    """Its standard output and error go to ``log``: straight into the file, or (``pipe``) through a pipe
+    this process copies from, as under a log collector or ``| tee``."""
+    port = port or free_port()
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [*command, "--log-level", "warning", *options],  # options last: they override
+            server_command(port, options),
             cwd=PROJECT_ROOT,
             env=vms_environment(env),
-            stdout=output,
+            stdout=subprocess.PIPE if pipe else output,
             stderr=subprocess.STDOUT,
         )
+    if pipe:
+        assert process.stdout is not None
+        threading.Thread(target=_copy, args=(process.stdout, log), daemon=True).start()
     return ServerProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
 
 
 @asynccontextmanager
 async def server_process(
-    env: Mapping[str, str], log: Path, port: int | None = None, options: Sequence[str] = ()
+    env: Mapping[str, str],
+    log: Path,
+    port: int | None = None,
+    options: Sequence[str] = (),
+    *,
+    pipe: bool = False,
 ) -> AsyncIterator[ServerProcess]:
     """A started, healthy server process; stopped (by its PID) afterwards if it is still running."""
-    server = start_server_process(env, log, port, options)
+    server = start_server_process(env, log, port, options, pipe=pipe)
     try:
         await wait_healthy(server)
         yield server
