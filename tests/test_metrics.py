@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from app.config import ConfigError
@@ -28,7 +29,7 @@ from tests.helpers import (
     truncate_postgres,
 )
 from tests.helpers.metrics import Samples, scrape_metrics, value
-from tests.helpers.processes import PROJECT_ROOT
+from tests.helpers.processes import PROJECT_ROOT, server_process, sqlite_server_env
 from tests.helpers.sockets import ws_connect
 
 SCRAPE_TOKEN = "scrape-" + "s" * 24
@@ -202,3 +203,22 @@ async def test_the_grafana_dashboard_uses_only_metrics_that_exist(tmp_path: Path
     # The plugin makes its error counter on the first 5xx, which this test does not cause.
     assert used - exposed <= {"vms_requests_error_total"}, used - exposed
     assert len(used) >= 12
+
+
+async def test_prometheus_multiprocess_mode_gets_a_warning_at_start(tmp_path: Path) -> None:
+    """What the README says of ``PROMETHEUS_MULTIPROC_DIR``: the service warns at start, and rightly, since
+    in that mode a gauge read at scrape time reads 0 (the change log's last seq, 1 after the start-up
+    administrador was created)."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    env = sqlite_server_env(
+        tmp_path / "vms.sqlite3", VMS_METRICS_TOKEN=SCRAPE_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(directory)
+    )
+    async with server_process(env, tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            scraped = await scrape(http)
+        log = server.output()
+    assert "PROMETHEUS_MULTIPROC_DIR is set: VMS does not support prometheus_client's multiprocess" in log
+    assert value(scraped, "vms_change_log_last_seq") == 0
+    async with server_with(tmp_path, metrics_token=SCRAPE_TOKEN) as server:  # the registry, as served
+        assert value(await scrape(server.http), "vms_change_log_last_seq") == 1
