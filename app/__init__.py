@@ -51,7 +51,7 @@ from app.http.request_id import with_request_id
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import configure_server_loggers, create_logging_plugin
-from app.metrics import CHANGE_LOG_LAST_SEQ, DB_POOL_IN_USE, read_gauge
+from app.metrics import CHANGE_LOG_LAST_SEQ, DB_POOL_IN_USE, multiprocess_warning, read_gauge
 from app.security.events import LoggedRateLimitMiddleware
 from app.state import collaborators
 from app.wiring import Wiring
@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 def _build_app(settings: Settings) -> Litestar:
     for warning in check_deployment(settings, requested_workers(sys.argv, dict(os.environ))):
         log.warning(warning)
+    if metrics_warning := multiprocess_warning(os.environ):
+        log.warning(metrics_warning)
     wiring = Wiring(settings, exclude_from_auth=PUBLIC_PATHS)
     connections = ConnectionRegistry(wiring.channels, wiring.alchemy.get_session)
     wiring.when_bus_back(connections.recheck_sessions)  # a logout elsewhere may not have reached us

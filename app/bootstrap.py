@@ -10,9 +10,11 @@ from app.wiring import Wiring, user_service
 
 log = structlog.get_logger("vms.bootstrap")
 
-# In a terminal it asks for the password (hidden); a script adds --password-stdin and pipes it.
+# Runs as printed, in a terminal or a script: the password comes from the first line of its stdin (not an
+# option, which other local users would see in the process list; not a prompt, which a script cannot answer).
 CREATE_ADMIN_COMMAND = (
-    "uv run litestar users create --role administrador --email admin@example.com --name Admin"
+    "uv run litestar users create --role administrador --email admin@example.com --name Admin "
+    "--password-stdin"
 )
 
 
@@ -24,7 +26,10 @@ async def bootstrap_admin(wiring: Wiring) -> None:
         users = user_service(wiring, session)
         if not (settings.admin_email and settings.admin_password):
             if not await users.has_admin():
-                log.warning(f"no administrador exists; create one with: {CREATE_ADMIN_COMMAND}")
+                log.warning(
+                    "no administrador exists; create one, its password on standard input, with: "
+                    f"{CREATE_ADMIN_COMMAND}"
+                )
             return
         try:
             with writes_from("startup"):

@@ -80,7 +80,8 @@ def _ask(value: str | None, option: str, *, secret: bool = False, choices: Seque
 def _password(password: str | None, from_stdin: bool) -> str:
     if password is not None and from_stdin:
         _fail("give --password or --password-stdin, not both")
-    if from_stdin:
+    # In a terminal the line would be typed where anyone looking sees it: it is asked for hidden instead.
+    if from_stdin and not _interactive():
         line = sys.stdin.readline() if sys.stdin is not None else ""
         if not line:
             _fail("--password-stdin: nothing to read on stdin")
@@ -130,7 +131,11 @@ def _echo_json(value: object) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 password_options = [
     click.option("--password", help="8 to 72 UTF-8 bytes (visible to other local users: prefer stdin)."),
-    click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin."),
+    click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from the first line of stdin (asked hidden when stdin is a terminal).",
+    ),
 ]
 
 

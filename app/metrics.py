@@ -1,8 +1,9 @@
 """VMS's own Prometheus metrics, beside the request rate and latency of Litestar's Prometheus plugin.
 
 They live in prometheus_client's default registry, which ``/metrics`` (app/http/metrics.py) exposes. Each
-is a process-wide counter or gauge: with several workers each process answers for itself (scrape every
-worker, or set ``PROMETHEUS_MULTIPROC_DIR`` as prometheus_client documents).
+is a process-wide counter or gauge: with several workers each process answers for itself, so each is
+scraped on a port of its own (README, "Watching the service"). prometheus_client's multiprocess mode is
+not supported: see :func:`multiprocess_warning`.
 
 Counters are incremented where the thing happens, through a child bound once to its labels: an increment
 is then one lock and one addition. Gauges that describe a state (open sockets, pooled connections) are
@@ -11,7 +12,7 @@ read only when scraped, by functions the composition root sets (:func:`read_gaug
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -56,3 +57,23 @@ CHANGE_LOG_LAST_SEQ = Gauge(f"{PREFIX}_change_log_last_seq", "The last change-lo
 def read_gauge(gauge: Gauge, read: Callable[[], float], *labels: str) -> None:
     """Have ``gauge`` (with ``labels``) report ``read()`` whenever it is scraped."""
     (gauge.labels(*labels) if labels else gauge).set_function(read)
+
+
+MULTIPROCESS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+def multiprocess_warning(environ: Mapping[str, str]) -> str | None:
+    """What is wrong with setting prometheus_client's multiprocess directory for VMS, if it is set.
+
+    Litestar's ``/metrics`` then answers from the directory's files instead of the registry. Counters and
+    histograms survive that, but the gauges read at scrape time (:func:`read_gauge`: pooled connections,
+    the change log's last seq) never write to those files, so they read 0 (prometheus_client 0.26), and the
+    files of a worker that stopped keep its series until someone deletes them."""
+    name = next((name for name in MULTIPROCESS_VARIABLES if name in environ), None)
+    if name is None:
+        return None
+    return (
+        f"{name} is set: VMS does not support prometheus_client's multiprocess mode (its database-pool "
+        "and change-log gauges would read 0). Unset it and scrape each worker on a port of its own "
+        "(README, 'Watching the service')."
+    )

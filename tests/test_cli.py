@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import pty
+import shlex
+import shutil
 import sqlite3
 import sys
 import time
@@ -25,12 +27,12 @@ from click.testing import CliRunner, Result
 from litestar.testing import TestClient
 from websockets.asyncio.client import connect
 
-from app import create_app
+from app import __version__, create_app
 from app.cli import users_group
 from app.config import get_settings, load_settings
 from tests.helpers import bearer, decode, login
 from tests.helpers.assertions import assert_no_internals, assert_no_secrets, assert_user
-from tests.helpers.processes import run_cli, server_process
+from tests.helpers.processes import ServerProcess, run_cli, run_command, server_process
 
 ADMIN = "root@example.com"
 ADMIN_PASSWORD = "root-password-1"
@@ -71,29 +73,45 @@ async def wait_refused(http: httpx.AsyncClient, url: str, token: str) -> None:
         await asyncio.sleep(0.2)
 
 
+def startup_lines(server: ServerProcess) -> list[str]:
+    """The ``event`` of each JSON line the server wrote (its standard error is not a terminal: JSON)."""
+    lines = [line for line in server.log.read_text(errors="replace").splitlines() if line.startswith("{")]
+    return [str(json.loads(line)["event"]) for line in lines]
+
+
 async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = sqlite_env(tmp_path)
     async with server_process(env, tmp_path / "server.log") as server, httpx.AsyncClient(timeout=10) as http:
-        # No administrador yet: the start-up log says how to create one, and that command works, quietly;
-        # with stdin closed and a value missing, a command refuses at once instead of asking.
-        startup = server.output()
-        assert "no administrador exists; create one with: uv run litestar users create --role" in startup
-        (code, output), (code_ask, out_ask) = await asyncio.gather(
-            run_cli(
-                env,
-                *("users", "create", "--role", "administrador", "--email", ADMIN, "--name", "Root"),
-                "--password-stdin",
-                input=f"{ADMIN_PASSWORD}\n",
-            ),
+        # The start-up line names where the API and its docs are; with no administrador yet, another line
+        # prints the command that creates one, and that command works as printed, in a script (sh, the
+        # password on its stdin, no terminal), quietly. With stdin not a terminal and a value missing, a
+        # command refuses at once instead of asking.
+        events = startup_lines(server)
+        assert (
+            f"VMS {__version__} serving the API at {server.url} and its docs at {server.url}/docs" in events
+        )
+        (advice,) = [event for event in events if event.startswith("no administrador exists")]
+        prefix = "no administrador exists; create one, its password on standard input, with: "
+        assert advice.startswith(prefix), advice
+        printed = advice.removeprefix(prefix)
+        assert printed.startswith("uv run litestar users create "), printed
+        words = shlex.split(printed)
+        admin_email = words[words.index("--email") + 1]
+        uv = shutil.which("uv")
+        assert uv is not None, "uv runs the printed command (CI installs it: .ci/run)"
+        created, asked = await asyncio.gather(
+            run_command(env, ["sh", "-c", printed], input=f"{ADMIN_PASSWORD}\n"),
             run_cli(env, "users", "create", "--email", "third@example.com", "--role", "cliente"),
         )
-        assert code == 0, output
-        assert ALEMBIC_LINE not in output
-        assert_no_secrets(output, ADMIN_PASSWORD)
-        assert code_ask == 1, out_ask
-        assert "--name is required" in one_error_line(out_ask)
+        assert created.code == 0, created.output
+        assert f"Created administrador {admin_email}" in created.stdout
+        assert ALEMBIC_LINE not in created.output
+        assert_no_secrets(created.output, ADMIN_PASSWORD)
+        assert asked.code == 1, asked.output
+        assert "--name is required" in one_error_line(asked.stderr)
+        assert asked.stdout == ""
 
-        admin_token = await login(http, ADMIN, ADMIN_PASSWORD, base_url=server.url)
+        admin_token = await login(http, admin_email, ADMIN_PASSWORD, base_url=server.url)
         admin = bearer(admin_token)
         created = await http.post(
             f"{server.url}/users",
@@ -116,7 +134,7 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
         listener = await connect(
             f"{server.ws_url}/ws/users", additional_headers=admin, open_timeout=10, close_timeout=2
         )
-        code, output = await run_cli(
+        reset = await run_cli(
             env, "users", "--verbose", "reset-password", CLIENT, "--password-stdin", input=NEW_PASSWORD
         )
         async with listener:
@@ -124,11 +142,11 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
         assert_no_secrets(str(frame), NEW_PASSWORD)
         event = decode(frame)
         assert (event["event"], event["user"]["id"], event["actor_id"]) == ("user_updated", client_id, None)
-        assert code == 0, output
-        assert ALEMBIC_LINE in output  # --verbose shows the migrations' lines
-        assert "1 session(s) ended" in output
-        assert "session_ended" in output  # the security event, on the command's standard error
-        assert_no_secrets(output, NEW_PASSWORD)
+        assert reset.code == 0, reset.output
+        assert ALEMBIC_LINE in reset.stderr  # --verbose shows the migrations' lines
+        assert "1 session(s) ended" in reset.stdout
+        assert "session_ended" in reset.stderr  # the security event, on the command's standard error
+        assert_no_secrets(reset.output, NEW_PASSWORD)
         await wait_refused(http, server.url, client_token)
         assert json.loads(await asyncio.to_thread(ok, "sessions", CLIENT, "--json")) == []
         await login(http, CLIENT, NEW_PASSWORD, base_url=server.url)
@@ -146,8 +164,8 @@ async def test_the_commands_beside_a_running_server(tmp_path: Path, monkeypatch:
 
 async def test_database_upgrade_runs_without_a_prompt(tmp_path: Path) -> None:
     env = sqlite_env(tmp_path, "upgraded.sqlite3")
-    code, output = await run_cli(env, "database", "upgrade", "--no-prompt")
-    assert code == 0, output
+    upgraded = await run_cli(env, "database", "upgrade", "--no-prompt")
+    assert upgraded.code == 0, upgraded.output
     with sqlite3.connect(tmp_path / "upgraded.sqlite3") as database:
         tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"user_account", "auth_session", "change_log", "alembic_version"} <= tables

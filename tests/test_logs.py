@@ -18,10 +18,18 @@ import httpx
 import pytest
 import structlog
 
+from app import __version__
 from app.logs import UtcTimestamp
-from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, bearer
-from tests.helpers.processes import ServerProcess, server_process, sqlite_server_env
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, GENERATED_REQUEST_ID, bearer, free_port
+from tests.helpers.processes import (
+    ServerProcess,
+    server_command,
+    server_process,
+    sqlite_server_env,
+    wait_healthy,
+)
 from tests.helpers.sockets import ws_connect
+from tests.helpers.terminals import in_terminal
 
 Line = dict[str, Any]
 
@@ -101,15 +109,18 @@ async def test_one_access_line_per_request_with_its_id_route_status_duration_and
         changes = await http.get("/changes", params={"entity": "vm"}, headers=bearer(token))
         assert changes.json()[0]["request_id"] == created.headers["X-Request-ID"]
 
-        # An id that is not sane is replaced, never echoed.
-        bad = await http.get("/health", headers={"X-Request-ID": "x" * 65})
-        made = bad.headers["X-Request-ID"]
-        assert made != "x" * 65
-        assert len(made) == 32
-        await wait_for_line(server, access_line(made))
+        # An id that is not sane is replaced, never echoed: too long, a space, non-ASCII (what an HTTP
+        # server lets through; tests/http/test_request_id.py sends control characters to the app).
+        for insane in (b"x" * 65, b"two words", b"caf\xc3\xa9-id"):
+            bad = await http.get("/health", headers={"X-Request-ID": insane})
+            made = bad.headers["X-Request-ID"]
+            assert GENERATED_REQUEST_ID.fullmatch(made), made
+            await wait_for_line(server, access_line(made))
 
-    log = server.log.read_text()
+    log = server.log.read_text(errors="replace")
     assert token not in log  # the ?token= of the read above is in no line
+    assert "two words" not in log
+    assert "caf" not in log
     assert '"GET /vms' not in log  # uvicorn's own access line is off (ours replaces it)
 
 
@@ -194,6 +205,23 @@ async def test_security_events_are_named_and_carry_no_secret(server: ServerProce
         await wait_for_line(server, named("session_ended", request_id=reused.headers["X-Request-ID"]))
         refresh_tokens = [spent, renewed.json()["refresh_token"]]
 
+        # The per-address limit (VMS_LOGIN_RATE_LIMIT, 10 a minute here): its own line, naming the address.
+        for _ in range(12):
+            limited = await http.post("/login", json={"email": "nobody@example.com", "password": wrong})
+            if limited.status_code == 429:
+                break
+            assert limited.status_code == 401, limited.text
+        assert limited.status_code == 429
+        await wait_for_line(
+            server,
+            named(
+                "login_throttled",
+                limit="address",
+                client="127.0.0.1",
+                request_id=limited.headers["X-Request-ID"],
+            ),
+        )
+
     log = server.log.read_text()
     hashes = [hashlib.sha256(token.encode()).hexdigest() for token in refresh_tokens]
     for secret in (ADMIN_PASSWORD, password, wrong, admin, cliente, "$2b$", *refresh_tokens, *hashes):
@@ -206,14 +234,67 @@ async def test_plain_text_when_asked_and_uvicorns_access_log_back_when_ours_is_o
         async with httpx.AsyncClient(base_url=running.url) as http:
             token = await sign_in(http)
             assert (await http.get("/vms", params={"token": token})).status_code == 401
+            # Without VMS's access line, a request still gets its id: returned, and on its lines.
+            wrong = {"email": ADMIN_EMAIL, "password": "not-the-password"}
+            kept = await http.post("/login", json=wrong, headers={"X-Request-ID": "kept-id.1"})
+            replaced = await http.post("/login", json=wrong, headers={"X-Request-ID": "two words"})
+        assert kept.headers["X-Request-ID"] == "kept-id.1"
+        made = replaced.headers["X-Request-ID"]
+        assert GENERATED_REQUEST_ID.fullmatch(made), made
         await asyncio.sleep(0.3)
         log = running.log.read_text()
     assert not json_lines(running)  # plain text, not JSON
-    assert "serving the API at http://127.0.0.1:" in log  # the start-up line, with the docs URL after it
-    assert "/docs" in log
+    url = running.url
+    assert f"[info     ] VMS {__version__} serving the API at {url} and its docs at {url}/docs" in log
     assert '"GET /vms?token=[redacted] HTTP/1.1" 401' in log  # uvicorn's line, its token redacted
     assert token not in log
     assert "] request " not in log  # and ours is off
+    failed = [line for line in log.splitlines() if "login_failed" in line]
+    assert [("request_id=kept-id.1" in line, f"request_id={made}" in line) for line in failed] == [
+        (True, False),
+        (False, True),
+    ]
+    assert "two words" not in log
+
+
+async def test_auto_format_is_plain_text_in_a_terminal_and_json_through_a_pipe(tmp_path: Path) -> None:
+    """``VMS_LOG_FORMAT=auto`` (the default): what an operator running the server by hand reads, and what
+    a log collector reading its output through a pipe gets. Both servers run at once."""
+    (tmp_path / "tty").mkdir()
+    (tmp_path / "pipe").mkdir()
+    tty_env = sqlite_server_env(tmp_path / "tty" / "vms.sqlite3", VMS_LOG_FORMAT="auto")
+    pipe_env = sqlite_server_env(tmp_path / "pipe" / "vms.sqlite3", VMS_LOG_FORMAT="auto")
+    port = free_port()
+    command = server_command(port, ["--log-level", "info"])
+    async with (
+        in_terminal(command, tty_env, tmp_path / "tty.log") as (process, terminal),
+        server_process(pipe_env, tmp_path / "pipe.log", options=["--log-level", "info"], pipe=True) as piped,
+    ):
+        in_tty = ServerProcess(process=process, url=f"http://127.0.0.1:{port}", log=terminal.log)
+        await wait_healthy(in_tty)
+        async with httpx.AsyncClient() as http:
+            for server, rid in ((in_tty, "in-a-terminal"), (piped, "through-a-pipe")):
+                response = await http.get(f"{server.url}/health", headers={"X-Request-ID": rid})
+                assert response.status_code == 200
+        await terminal.wait_for("request_id=in-a-terminal")
+        line = await wait_for_line(piped, access_line("through-a-pipe"))
+        in_tty.stop()
+
+    text = terminal.text()
+    assert not [line for line in text.splitlines() if line.lstrip().startswith("{")], text
+    url = in_tty.url
+    assert f"[info     ] VMS {__version__} serving the API at {url} and its docs at {url}/docs" in text
+    (access,) = [line for line in text.splitlines() if "request_id=in-a-terminal" in line]
+    assert "[info     ] request" in access
+    for field in ("method=GET", "path=/health", "status=200"):
+        assert field in access, access
+
+    assert (line["path"], line["status"]) == ("/health", 200)
+    events = [entry["event"] for entry in json_lines(piped)]
+    url = piped.url
+    assert f"VMS {__version__} serving the API at {url} and its docs at {url}/docs" in events
+    plain = [text for text in piped.output().splitlines() if "] VMS " in text or "] request" in text]
+    assert not plain, plain
 
 
 def test_the_timestamp_reads_as_structlogs_iso_utc_one() -> None:

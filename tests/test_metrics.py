@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import ConfigError
 from tests.helpers import (
@@ -23,33 +26,18 @@ from tests.helpers import (
     receive_event,
     server_with,
     sign_in_admin,
+    truncate_postgres,
 )
-from tests.helpers.processes import PROJECT_ROOT
+from tests.helpers.metrics import Samples, scrape_metrics, value
+from tests.helpers.processes import PROJECT_ROOT, server_process, sqlite_server_env
 from tests.helpers.sockets import ws_connect
 
 SCRAPE_TOKEN = "scrape-" + "s" * 24
 VM = {"name": "m", "cores": 1, "ram": 512, "disk": 10, "os": "debian", "status": "running"}
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """A sample's value: the sum over the series that carry ``labels`` (0 when there is none yet)."""
-    wanted = set(labels.items())
-    return sum(v for (n, series), v in found.items() if n == name and wanted <= series)
-
-
-async def scrape(http: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    response = await http.get("/metrics", headers=bearer(SCRAPE_TOKEN))
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return samples(response.text)
+async def scrape(http: Any) -> Samples:
+    return await scrape_metrics(http, bearer(SCRAPE_TOKEN))
 
 
 async def test_metrics_answer_only_an_administrador_or_the_scrape_token(tmp_path: Path) -> None:
@@ -76,6 +64,10 @@ async def test_metrics_move_with_requests_logins_cache_and_events(tmp_path: Path
         http = server.http
         admin = await sign_in_admin(http)
         vm = (await http.post("/vms", json=VM, headers=admin.headers)).json()
+        # A change leaves the VM out of the read cache: the first read below misses, the next two hit.
+        assert (
+            await http.patch(f"/vms/{vm['id']}", json={"name": "n"}, headers=admin.headers)
+        ).status_code == 200
         before = await scrape(http)
 
         for _ in range(3):
@@ -102,9 +94,9 @@ async def test_metrics_move_with_requests_logins_cache_and_events(tmp_path: Path
     assert value(after, "vms_login_failures_total") - value(before, "vms_login_failures_total") == 1
     refused = value(after, "vms_tokens_refused_total", reason="malformed")
     assert refused - value(before, "vms_tokens_refused_total", reason="malformed") == 1
-    # The first read filled the VM cache (or the create had); the later ones were hits.
-    hits = value(after, "vms_cache_lookups_total", cache="vms", result="hit")
-    assert hits - value(before, "vms_cache_lookups_total", cache="vms", result="hit") >= 2
+    for result, count in (("miss", 1), ("hit", 2)):
+        looked_up = value(after, "vms_cache_lookups_total", cache="vms", result=result)
+        assert looked_up - value(before, "vms_cache_lookups_total", cache="vms", result=result) == count
     assert (
         value(during, "vms_websockets_open", channel="vms")
         - value(before, "vms_websockets_open", channel="vms")
@@ -119,9 +111,82 @@ async def test_metrics_move_with_requests_logins_cache_and_events(tmp_path: Path
         during, "vms_change_log_lag_seconds_count"
     )
     assert value(after, "vms_change_log_last_seq") >= 2
-    assert ("vms_db_pool_connections_in_use", frozenset()) in after
-    for name in ("vms_events_dropped_total", "vms_listeners_cut_off_total", "vms_forbidden_total"):
-        assert (name, frozenset()) in after
+    assert ("vms_forbidden_total", frozenset()) in after
+    # vms_db_pool_connections_in_use: test_the_pool_gauge_counts_connections_held_by_requests below;
+    # vms_events_dropped_total, vms_listeners_cut_off_total: tests/domain/realtime/test_backpressure.py.
+
+
+async def test_login_throttles_are_counted_by_limit(tmp_path: Path) -> None:
+    """The per-account limit (2 failures here) and the per-address one (6 logins a minute here)."""
+    async with server_with(
+        tmp_path, metrics_token=SCRAPE_TOKEN, login_rate_limit=6, login_account_failures=2
+    ) as server:
+        http = server.http
+        await sign_in_admin(http)  # the address's first login of the minute
+        before = await scrape(http)
+        wrong = {"email": ADMIN_EMAIL, "password": "wrong-password"}
+        statuses = [(await http.post("/login", json=wrong)).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        after_account = await scrape(http)
+        nobody = {"email": "nobody@example.com", "password": "wrong-password"}
+        for _ in range(20):  # bounded: a new minute may start the address's count over once
+            if (limited := await http.post("/login", json=nobody)).status_code == 429:
+                break
+        assert limited.status_code == 429
+        after_address = await scrape(http)
+
+    def moved(earlier: Samples, later: Samples, limit: str) -> float:
+        name = "vms_login_throttled_total"
+        return value(later, name, limit=limit) - value(earlier, name, limit=limit)
+
+    assert (moved(before, after_account, "account"), moved(before, after_account, "address")) == (1, 0)
+    assert (
+        moved(after_account, after_address, "account"),
+        moved(after_account, after_address, "address"),
+    ) == (
+        0,
+        1,
+    )
+    failures = value(after_account, "vms_login_failures_total") - value(before, "vms_login_failures_total")
+    assert failures == 2  # the throttled attempt was not checked, so it is no failure
+
+
+@pytest.mark.postgres
+async def test_the_pool_gauge_counts_connections_held_by_requests(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """Lists read the database on every request: with the VM table locked from outside, each of them holds
+    a pooled connection while it waits, and a scrape meanwhile (which needs no connection) counts them."""
+    await truncate_postgres(postgres_database)
+    waiting = 3
+    async with server_with(tmp_path, database=postgres_database, metrics_token=SCRAPE_TOKEN) as server:
+        http = server.http
+        admin = await sign_in_admin(http)
+        before = await pool_in_use(http)
+        locker = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("LOCK TABLE virtual_machine IN ACCESS EXCLUSIVE MODE")
+            lists = [asyncio.create_task(http.get("/vms", headers=admin.headers)) for _ in range(waiting)]
+            # Well within the requests' database deadline (5 s), after which they would give up.
+            await pool_in_use(http, until=lambda held: held >= before + waiting)
+            await lock.commit()
+        finally:
+            await locker.close()
+        assert [(await task).status_code for task in lists] == [200] * waiting
+        await pool_in_use(http, until=lambda held: held <= before)  # each gives its connection back
+
+
+async def pool_in_use(http: Any, until: Callable[[float], bool] = lambda _: True) -> float:
+    """``vms_db_pool_connections_in_use`` as scraped, once ``until`` accepts it (within 3 s)."""
+    deadline = time.monotonic() + 3
+    while True:
+        held = value(await scrape(http), "vms_db_pool_connections_in_use")
+        if until(held):
+            return held
+        assert time.monotonic() < deadline, f"the pool gauge stayed at {held}"
+        await asyncio.sleep(0.05)
 
 
 async def test_the_grafana_dashboard_uses_only_metrics_that_exist(tmp_path: Path) -> None:
@@ -138,3 +203,45 @@ async def test_the_grafana_dashboard_uses_only_metrics_that_exist(tmp_path: Path
     # The plugin makes its error counter on the first 5xx, which this test does not cause.
     assert used - exposed <= {"vms_requests_error_total"}, used - exposed
     assert len(used) >= 12
+
+
+async def test_prometheus_multiprocess_mode_gets_a_warning_at_start(tmp_path: Path) -> None:
+    """What the README says of ``PROMETHEUS_MULTIPROC_DIR``: the service warns at start, and rightly, since
+    in that mode a gauge read at scrape time reads 0 (the change log's last seq, 1 after the start-up
+    administrador was created)."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    env = sqlite_server_env(
+        tmp_path / "vms.sqlite3", VMS_METRICS_TOKEN=SCRAPE_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(directory)
+    )
+    async with server_process(env, tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            scraped = await scrape(http)
+        log = server.output()
+    assert "PROMETHEUS_MULTIPROC_DIR is set: VMS does not support prometheus_client's multiprocess" in log
+    assert value(scraped, "vms_change_log_last_seq") == 0
+    async with server_with(tmp_path, metrics_token=SCRAPE_TOKEN) as server:  # the registry, as served
+        assert value(await scrape(server.http), "vms_change_log_last_seq") == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/http/metrics.py records a refusal raised by the authentication middleware (inside it) as a "
+    "500 and counts it in vms_requests_error_total: the exception passes through it before the outer "
+    "handler answers 401. Remove this mark once it records the status sent.",
+)
+async def test_a_refused_token_is_counted_as_the_401_it_got(tmp_path: Path) -> None:
+    async with server_with(tmp_path, metrics_token=SCRAPE_TOKEN) as server:
+        before = await scrape(server.http)
+        assert (await server.http.get("/vms", headers=bearer("not.a.token"))).status_code == 401
+        after = await scrape(server.http)
+    route = {"path": "/vms", "method": "GET"}
+    for name, status, moved in (
+        ("vms_requests_total", "401", 1),
+        ("vms_requests_total", "500", 0),
+        ("vms_requests_error_total", "500", 0),
+    ):
+        assert (
+            value(after, name, **route, status_code=status) - value(before, name, **route, status_code=status)
+            == moved
+        ), (name, status)

@@ -23,8 +23,9 @@ from litestar.types import (
 from app.context import request_id
 
 HEADER = b"x-request-id"
-# Letters, digits and a few separators, at most 64: anything else is replaced, never echoed.
-SANE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+# Letters, digits and a few separators, at most 64: anything else is replaced, never echoed. Matched with
+# fullmatch: ``$`` also matches before a final line break, which would have kept "id\n".
+SANE = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
 # A made id is this process's random prefix and a counter: unique without a uuid4 per request, whose
@@ -40,7 +41,7 @@ def _new_id() -> bytes:
 def id_for(scope: Scope) -> bytes:
     """The request's id: the client's ``X-Request-ID`` if it is sane, otherwise a new one."""
     given = next((value for name, value in scope["headers"] if name == HEADER), None)
-    return given if given is not None and SANE.match(given) else _new_id()
+    return given if given is not None and SANE.fullmatch(given) else _new_id()
 
 
 def with_id_header(message: HTTPResponseStartEvent | WebSocketAcceptEvent, rid: bytes) -> None:

@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -90,29 +92,56 @@ async def wait_healthy(server: ServerProcess, seconds: float = START_SECONDS) ->
     raise AssertionError(f"{server.url} did not start within {seconds} s:\n{server.output()}")
 
 
-def start_server_process(
-    env: Mapping[str, str], log: Path, port: int | None = None, options: Sequence[str] = ()
-) -> ServerProcess:
-    """``options``: more uvicorn options (``--http ...``)."""
-    port = port or free_port()
+def server_command(port: int, options: Sequence[str] = ()) -> list[str]:
+    """``uvicorn --factory app:create_app`` on ``port``; ``options``: more uvicorn options (``--http ...``),
+    last, so they override."""
     command = [sys.executable, "-m", "uvicorn", "--factory", "app:create_app", "--port", str(port)]
+    return [*command, "--log-level", "warning", *options]
+
+
+def _copy(source: IO[bytes], log: Path) -> None:
+    with source, log.open("ab") as output:
+        for line in source:
+            output.write(line)
+            output.flush()
+
+
+def start_server_process(
+    env: Mapping[str, str],
+    log: Path,
+    port: int | None = None,
+    options: Sequence[str] = (),
+    *,
+    pipe: bool = False,
+) -> ServerProcess:
+    """Its standard output and error go to ``log``: straight into the file, or (``pipe``) through a pipe
+    this process copies from, as under a log collector or ``| tee``."""
+    port = port or free_port()
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [*command, "--log-level", "warning", *options],  # options last: they override
+            server_command(port, options),
             cwd=PROJECT_ROOT,
             env=vms_environment(env),
-            stdout=output,
+            stdout=subprocess.PIPE if pipe else output,
             stderr=subprocess.STDOUT,
         )
+    if pipe:
+        assert process.stdout is not None
+        threading.Thread(target=_copy, args=(process.stdout, log), daemon=True).start()
     return ServerProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
 
 
 @asynccontextmanager
 async def server_process(
-    env: Mapping[str, str], log: Path, port: int | None = None, options: Sequence[str] = ()
+    env: Mapping[str, str],
+    log: Path,
+    port: int | None = None,
+    options: Sequence[str] = (),
+    *,
+    pipe: bool = False,
 ) -> AsyncIterator[ServerProcess]:
     """A started, healthy server process; stopped (by its PID) afterwards if it is still running."""
-    server = start_server_process(env, log, port, options)
+    server = start_server_process(env, log, port, options, pipe=pipe)
     try:
         await wait_healthy(server)
         yield server
@@ -120,31 +149,64 @@ async def server_process(
         server.stop()
 
 
-async def run_cli(
-    env: Mapping[str, str], *args: str, input: str | None = None, seconds: float = 60.0
-) -> tuple[int, str]:
-    """``python -m litestar <args>`` in the project, without blocking the event loop (a live server in this
-    loop keeps serving meanwhile); its exit code and output. Killed by its PID if it outlasts ``seconds``.
+@dataclass(frozen=True)
+class Finished:
+    """A command that ran to its end: its exit code, and its standard output and error, apart (a script
+    reads stdout; log lines go to stderr)."""
 
-    Its stdin is ``input`` through a pipe, or closed (``/dev/null``) without one: never a terminal, so a
-    command that would prompt must refuse instead."""
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """Both streams, for assertions on what the command wrote anywhere."""
+        return self.stdout + self.stderr
+
+
+async def run_command(
+    env: Mapping[str, str],
+    command: Sequence[str],
+    *,
+    input: str | None = None,
+    close_stdin: bool = False,
+    seconds: float = 60.0,
+) -> Finished:
+    """``command`` in the project, with the VMS_* of ``env`` only, without blocking the event loop (a live
+    server in this loop keeps serving meanwhile). Killed by its PID if it outlasts ``seconds``.
+
+    Its stdin is ``input`` through a pipe, or without one ``/dev/null``, or with ``close_stdin`` no
+    stdin at all (file descriptor 0 closed): never a terminal, so a command that would prompt must
+    refuse instead."""
+    if close_stdin:
+        assert input is None
+        command = ["sh", "-c", 'exec "$@" <&-', "sh", *command]
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "litestar",
-        *args,
+        *command,
         cwd=PROJECT_ROOT,
         env=vms_environment(env),
         stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         sent = None if input is None else input.encode()
-        output, _ = await asyncio.wait_for(process.communicate(sent), seconds)
+        stdout, stderr = await asyncio.wait_for(process.communicate(sent), seconds)
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise
+        raise AssertionError(f"{command} did not finish within {seconds} s") from None
     assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
+    return Finished(process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+
+async def run_cli(
+    env: Mapping[str, str],
+    *args: str,
+    input: str | None = None,
+    close_stdin: bool = False,
+    seconds: float = 60.0,
+) -> Finished:
+    """``python -m litestar <args>``: see :func:`run_command`."""
+    command = [sys.executable, "-m", "litestar", *args]
+    return await run_command(env, command, input=input, close_stdin=close_stdin, seconds=seconds)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -38,6 +38,7 @@ from app.channels.subscribers import CutOffSubscriber
 from app.domain.auth.guards import requires_admin, requires_user
 from app.domain.changes.feed import ChangeFeed, ReplayOutrun
 from app.domain.realtime.connections import ConnectionRegistry
+from app.domain.realtime.messages import TokenRenewal
 from app.domain.users.models import USER_ENTITY
 from app.domain.vms.models import VM_ENTITY
 from app.http.errors import websocket_fault_close
@@ -78,11 +79,7 @@ class _SeqOnly(msgspec.Struct):
 _decode_seq = msgspec.json.Decoder(_SeqOnly).decode
 
 
-class _Renewal(msgspec.Struct, forbid_unknown_fields=True):
-    token: Annotated[str, msgspec.Meta(max_length=4096)]
-
-
-_decode_renewal = msgspec.json.Decoder(_Renewal).decode
+_decode_renewal = msgspec.json.Decoder(TokenRenewal).decode
 
 
 def _seconds_until(token: Token) -> float:

@@ -17,7 +17,6 @@ from typing import Any
 import msgspec
 import pytest
 from litestar.channels import ChannelsPlugin
-from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -33,17 +32,13 @@ from tests.helpers import (
     run_server,
     ws_connect,
 )
+from tests.helpers.metrics import scrape_metrics, value
 
 BACKLOG = 20
 BIG = 64 * 1024
 """Bytes of VM name per bulk event (random, so that compression cannot shrink them)."""
 MAX_BULK_EVENTS = 400
 """About 25 MB: far more than the kernel buffers between the server and a client that reads nothing."""
-
-
-def counted(name: str) -> float:
-    """A counter of /metrics, read from this process's registry (the server runs in this process)."""
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 @pytest.fixture
@@ -110,10 +105,7 @@ async def test_a_stalled_listener_is_cut_off_and_slows_nobody(small_backlog_serv
     template = msgspec.convert(await create_vm(server.http, admin), VMRead)
     written: list[str] = []
 
-    cut_off_before, dropped_before = (
-        counted("vms_listeners_cut_off_total"),
-        counted("vms_events_dropped_total"),
-    )
+    before = await scrape_metrics(server.http, admin.headers)
     async with ws_connect(server, "/ws/vms", admin.token) as healthy_socket:
         healthy = Reader(healthy_socket)
         stalled = await stalled_listener(server, admin.token)
@@ -135,8 +127,10 @@ async def test_a_stalled_listener_is_cut_off_and_slows_nobody(small_backlog_serv
             # Its subscription and registration are gone although it has not read a byte since.
             assert len(registry) == 1, f"the stalled listener was still connected after {len(written)} events"
             # /metrics counts it: one listener cut off, and the events it will never get.
-            assert counted("vms_listeners_cut_off_total") == cut_off_before + 1
-            assert counted("vms_events_dropped_total") > dropped_before
+            after = await scrape_metrics(server.http, admin.headers)
+            cut_off = "vms_listeners_cut_off_total"
+            assert value(after, cut_off) == value(before, cut_off) + 1
+            assert value(after, "vms_events_dropped_total") > value(before, "vms_events_dropped_total")
 
             # The healthy listener keeps going, in order, with nothing missing.
             last = await create_vm(server.http, admin, name="after-the-flood")

@@ -429,7 +429,7 @@ async def test_an_admin_created_by_the_cli_reaches_a_running_servers_listener(
             env |= {"VMS_REDIS_URL": str(settings.redis_url), "VMS_REDIS_NAMESPACE": settings.redis_namespace}
         email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
         async with ws_connect(server, "/ws/users", admin.token) as socket:
-            code, output = await run_cli(
+            created = await run_cli(
                 env,
                 "users",
                 "create-admin",
@@ -441,7 +441,7 @@ async def test_an_admin_created_by_the_cli_reaches_a_running_servers_listener(
                 "cli-pass-123",
             )
             exited = time.monotonic()
-            assert code == 0, output
+            assert created.code == 0, created.output
             event = await receive_event(socket)
             delay = time.monotonic() - exited
             await assert_silent(socket)
