@@ -36,18 +36,17 @@ from app.domain.realtime.controller import user_events, vm_events
 from app.domain.users.controller import UserController
 from app.domain.vms.controller import VMController
 from app.health import CHANNELS_PING_STATE_KEY, health
-from app.http.access_log import with_access_log
+from app.http.access_log import with_request_frame
 from app.http.deadline import database_deadline
 from app.http.errors import exception_handlers
 from app.http.headers import add_security_headers, complete_allow_header
-from app.http.metrics import create_metrics_controller, create_prometheus_config
+from app.http.metrics import FinishedRequests, create_metrics_controller, create_prometheus_config
 from app.http.openapi import (
     SCALAR_ASSETS_DIR,
     SCALAR_ASSETS_PATH,
     WriteBodySchemaPlugin,
     create_openapi_config,
 )
-from app.http.request_id import with_request_id
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import configure_server_loggers, create_logging_plugin
@@ -174,7 +173,9 @@ def _build_app(settings: Settings) -> Litestar:
         debug=settings.debug,
     )
     handler = accept_before_close(app.asgi_handler)
-    app.asgi_handler = with_access_log(handler) if settings.access_log else with_request_id(handler)
+    app.asgi_handler = with_request_frame(
+        handler, metrics=FinishedRequests(prometheus), access_line=settings.access_log
+    )
     return app
 
 

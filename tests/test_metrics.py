@@ -224,12 +224,6 @@ async def test_prometheus_multiprocess_mode_gets_a_warning_at_start(tmp_path: Pa
         assert value(await scrape(server.http), "vms_change_log_last_seq") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/http/metrics.py records a refusal raised by the authentication middleware (inside it) as a "
-    "500 and counts it in vms_requests_error_total: the exception passes through it before the outer "
-    "handler answers 401. Remove this mark once it records the status sent.",
-)
 async def test_a_refused_token_is_counted_as_the_401_it_got(tmp_path: Path) -> None:
     async with server_with(tmp_path, metrics_token=SCRAPE_TOKEN) as server:
         before = await scrape(server.http)

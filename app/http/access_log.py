@@ -7,11 +7,13 @@ written when the connection ends, with the close code instead of a status. ``pat
 template (``/vms/{vm_id:int}``), so lines group by route and carry no ids; a request no route matched
 logs its path cut to 200 characters. Never a query string, a body or a header.
 
-It also gives the request its id (app/http/request_id.py), in the same wrapper of ``send``: one layer
-less per response message. A plain ASGI wrapper rather than Litestar's ``LoggingMiddleware``: that one
-writes two lines per request (request, then response) with neither the duration nor the route template,
-and builds a ``Request`` to do it; this one reads the ASGI scope the router and the authentication
-middleware have filled in.
+The same wrapper of ``send`` gives the request its id (app/http/request_id.py) and records the request
+metrics once it has finished (app/http/metrics.py ``FinishedRequests``): it is the one place that sees the
+status actually sent, whatever raised inside, with one layer per response message for all three. A
+plain ASGI wrapper rather than Litestar's ``LoggingMiddleware``: that one writes two lines per request
+(request, then response) with neither the duration nor the route template, and builds a ``Request`` to
+do it; this one reads the ASGI scope the router and the authentication middleware have filled in. With
+the access line off (``VMS_ACCESS_LOG=false``) the wrapper still gives ids and records metrics.
 """
 
 from __future__ import annotations
@@ -22,38 +24,32 @@ from typing import Any, cast
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from app.context import request_id
+from app.http.metrics import FinishedRequests
 from app.http.request_id import id_for, with_id_header
+from app.http.scope import MAX_PATH, route_of, user_id_of
 from app.logs import InfoLine
 
 log = InfoLine("vms.access")
-MAX_PATH = 200
 
 
-def route_of(scope: Scope) -> str:
-    """The route's template, or for a request no route matched its path, cut to ``MAX_PATH``."""
-    template = scope.get("path_template")
-    return template if template is not None else scope["path"][:MAX_PATH]
+def with_request_frame(app: ASGIApp, *, metrics: FinishedRequests, access_line: bool) -> ASGIApp:
+    """``app`` with every request given its id, and its metrics and (``access_line``) its line once done."""
 
-
-def user_id_of(scope: Scope) -> Any:
-    """The id of the signed-in caller, or None (anonymous, or not authenticated yet)."""
-    return getattr(scope.get("user"), "id", None)
-
-
-def with_access_log(app: ASGIApp) -> ASGIApp:
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await _http(app, scope, receive, send)
+            await _http(app, scope, receive, send, metrics, access_line)
         elif kind == "websocket":
-            await _websocket(app, scope, receive, send)
+            await _websocket(app, scope, receive, send, access_line)
         else:
             await app(scope, receive, send)
 
     return handle
 
 
-async def _http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+async def _http(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, metrics: FinishedRequests, access_line: bool
+) -> None:
     started = time.perf_counter()
     rid = id_for(scope)
     token = request_id.set(rid.decode())
@@ -69,20 +65,26 @@ async def _http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Non
     try:
         await app(scope, receive, send_noting_status)
     finally:
-        log(
-            "request",
-            {
-                "method": cast("HTTPScope", scope)["method"],
-                "path": route_of(scope),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "user_id": user_id_of(scope),
-            },
-        )
+        seconds = time.perf_counter() - started
+        method = cast("HTTPScope", scope)["method"]
+        template = scope.get("path_template")
+        if template is not None:  # a request no route matched is not a series of its own (scanners)
+            metrics.record(method, template, status, seconds)
+        if access_line:
+            log(
+                "request",
+                {
+                    "method": method,
+                    "path": template if template is not None else scope["path"][:MAX_PATH],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "user_id": user_id_of(scope),
+                },
+            )
         request_id.reset(token)
 
 
-async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send, access_line: bool) -> None:
     started = time.perf_counter()
     rid = id_for(scope)
     token = request_id.set(rid.decode())
@@ -106,13 +108,14 @@ async def _websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     try:
         await app(scope, receive_noting_disconnect, send_noting_close)
     finally:
-        log(
-            "websocket",
-            {
-                "path": route_of(scope),
-                "close_code": close_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "user_id": user_id_of(scope),
-            },
-        )
+        if access_line:
+            log(
+                "websocket",
+                {
+                    "path": route_of(scope),
+                    "close_code": close_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": user_id_of(scope),
+                },
+            )
         request_id.reset(token)

@@ -1,7 +1,7 @@
 """Every request gets an id: a sane ``X-Request-ID`` from the client is kept, otherwise one is made.
 
-It is returned in ``X-Request-ID`` and recorded with the changes the request makes (app/context.py). A
-plain ASGI wrapper, not a Litestar middleware class: it only sets a context variable and adds a header.
+It is returned in ``X-Request-ID`` and recorded with the changes the request makes (app/context.py). The
+request's outer wrapper (app/http/access_log.py) sets it and adds the header.
 """
 
 from __future__ import annotations
@@ -11,16 +11,10 @@ import os
 import re
 
 from litestar.types import (
-    ASGIApp,
     HTTPResponseStartEvent,
-    Message,
-    Receive,
     Scope,
-    Send,
     WebSocketAcceptEvent,
 )
-
-from app.context import request_id
 
 HEADER = b"x-request-id"
 # Letters, digits and a few separators, at most 64: anything else is replaced, never echoed. Matched with
@@ -47,27 +41,3 @@ def id_for(scope: Scope) -> bytes:
 def with_id_header(message: HTTPResponseStartEvent | WebSocketAcceptEvent, rid: bytes) -> None:
     """Add ``X-Request-ID`` to the message that starts a response or accepts a WebSocket."""
     message["headers"] = [*message.get("headers", ()), (HEADER, rid)]
-
-
-def with_request_id(app: ASGIApp) -> ASGIApp:
-    """Only the request id (the access log, app/http/access_log.py, sets it itself when it is on: one
-    wrapper of ``send`` per request instead of two)."""
-
-    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await app(scope, receive, send)
-            return
-        rid = id_for(scope)
-        token = request_id.set(rid.decode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] in ("http.response.start", "websocket.accept"):
-                with_id_header(message, rid)
-            await send(message)
-
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            request_id.reset(token)
-
-    return handle

@@ -19,7 +19,7 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import RateLimitMiddleware
 from litestar.types import Receive, Scope, Send
 
-from app.http.access_log import route_of, user_id_of
+from app.http.scope import route_of, user_id_of
 from app.metrics import FORBIDDEN, LOGIN_FAILURES, LOGIN_THROTTLED, TOKENS_REFUSED
 
 log = structlog.get_logger("vms.security")
