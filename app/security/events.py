@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from litestar.connection import ASGIConnection
+from litestar.connection import ASGIConnection, Request
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import RateLimitMiddleware
 from litestar.types import Receive, Scope, Send
@@ -65,6 +65,6 @@ class LoggedRateLimitMiddleware(RateLimitMiddleware):
         try:
             await super().__call__(scope, receive, send)
         except TooManyRequestsException:
-            client = scope.get("client")
-            login_throttled(limit="address", client=client[0] if client else None)
+            # The address the limit counted (behind a trusted proxy, the one it forwarded), not the peer.
+            login_throttled(limit="address", client=self.get_identifier_for_request(Request(scope)))
             raise

@@ -56,10 +56,17 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def run_server(app: Litestar) -> AsyncIterator[LiveServer]:
+async def run_server(app: Litestar, **uvicorn_options: Any) -> AsyncIterator[LiveServer]:
+    """``uvicorn_options``: more of ``uvicorn.Config``'s (``proxy_headers=False``, say)."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        lifespan="on",
+        **uvicorn_options,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
