@@ -56,7 +56,7 @@ class Wiring:
     def __init__(self, settings: Settings, *, exclude_from_auth: list[str]) -> None:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)
-        self.database_faults = DatabaseFaults()
+        self.database_faults = DatabaseFaults(settings.db_timeout_seconds)
         self.database_faults.install(self.engine)
         self.alchemy: SQLAlchemyAsyncConfig = create_alchemy_config(settings, self.engine)
         # Listeners are served by this process's fan-out; other processes are reached through the bus.
