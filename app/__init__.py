@@ -48,6 +48,7 @@ from app.http.openapi import (
     create_openapi_config,
 )
 from app.http.request_id import with_request_id
+from app.http.slow_clients import BoundedRunPlugin
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import configure_server_loggers, create_logging_plugin
@@ -151,6 +152,7 @@ def _build_app(settings: Settings) -> Litestar:
             wiring.channels,
             logging,
             UsersCLIPlugin(),
+            BoundedRunPlugin(),
             WriteBodySchemaPlugin(),
         ],
         middleware=[
