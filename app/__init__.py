@@ -161,7 +161,7 @@ def _build_app(settings: Settings) -> Litestar:
             wiring.jwt_auth.middleware,
         ],
         before_send=[add_security_headers, complete_allow_header],
-        stores=create_stores(settings),
+        stores=create_stores(settings, wiring.redis_outage),
         openapi_config=create_openapi_config(
             use_cdn=settings.docs_cdn, version=__version__, components=[wiring.jwt_auth.openapi_components]
         ),
