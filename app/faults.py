@@ -40,8 +40,9 @@ class Outage:
     def active(self) -> bool:
         return self._since is not None
 
-    def failed(self, reason: str, error: BaseException | None = None) -> None:
-        """The fault is going on (``reason`` in words; ``error`` only names the exception class)."""
+    def failed(self, reason: str, error: BaseException | None = None, *, traceback: bool = False) -> None:
+        """The fault is going on (``reason`` in words; ``error`` only names the exception class, unless
+        ``traceback``: a fault nobody foresaw carries its traceback, on its one line)."""
         self.reason = reason
         if self._since is None:
             self._since = time.monotonic()
@@ -50,6 +51,7 @@ class Outage:
                 fault=self.name,
                 state="started",
                 error=None if error is None else type(error).__name__,
+                exc_info=error if traceback and error is not None else None,
             )
 
     def recovered(self) -> None:
