@@ -47,6 +47,7 @@ from app.http.openapi import (
     WriteBodySchemaPlugin,
     create_openapi_config,
 )
+from app.http.slow_clients import BoundedRunPlugin
 from app.http.ws_close import accept_before_close
 from app.interpreter import restore_after_serving, tune_for_serving
 from app.logs import configure_server_loggers, create_logging_plugin
@@ -152,6 +153,7 @@ def _build_app(settings: Settings) -> Litestar:
             wiring.channels,
             logging,
             UsersCLIPlugin(),
+            BoundedRunPlugin(),
             WriteBodySchemaPlugin(),
         ],
         middleware=[
@@ -160,7 +162,7 @@ def _build_app(settings: Settings) -> Litestar:
             wiring.jwt_auth.middleware,
         ],
         before_send=[add_security_headers, complete_allow_header],
-        stores=create_stores(settings),
+        stores=create_stores(settings, wiring.redis_outage),
         openapi_config=create_openapi_config(
             use_cdn=settings.docs_cdn, version=__version__, components=[wiring.jwt_auth.openapi_components]
         ),

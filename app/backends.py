@@ -16,6 +16,7 @@ from litestar.stores.memory import MemoryStore
 from app.channels.events import REVOCATIONS_CHANNEL
 from app.channels.subscribers import CutOffSubscriber
 from app.config import Settings
+from app.faults import Outage
 from app.health import ChannelsPing
 from app.security.throttle import FailureCounters, FallbackStore
 
@@ -24,7 +25,7 @@ BUS_CHANGES = "changes"
 
 
 def create_bus(
-    settings: Settings, *, on_reconnect: Callable[[], None] | None = None
+    settings: Settings, redis_outage: Outage, *, on_reconnect: Callable[[], None] | None = None
 ) -> tuple[ChannelsPlugin | None, ChannelsPing | None]:
     """Between processes, through Redis when configured (None otherwise), and how /health pings it.
 
@@ -37,7 +38,10 @@ def create_bus(
     from app.channels.redis import NamespacedRedisPubSubBackend
 
     backend = NamespacedRedisPubSubBackend(
-        redis=_redis_client(settings.redis_url), namespace=settings.redis_namespace, on_reconnect=on_reconnect
+        redis=_redis_client(settings.redis_url),
+        namespace=settings.redis_namespace,
+        outage=redis_outage,
+        on_reconnect=on_reconnect,
     )
     bus = ChannelsPlugin(
         backend=backend, channels=[BUS_CHANGES, REVOCATIONS_CHANNEL], subscriber_class=CutOffSubscriber
@@ -62,7 +66,7 @@ def _redis_client(url: str) -> Any:
     return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=retry)
 
 
-def create_stores(settings: Settings) -> dict[str, Store]:
+def create_stores(settings: Settings, redis_outage: Outage) -> dict[str, Store]:
     """Rate-limit counters: in memory, or shared by all workers through Redis.
 
     Revocations are not here: they are durable state in the database (ended sessions, token versions).
@@ -79,15 +83,13 @@ def create_stores(settings: Settings) -> dict[str, Store]:
             "rate_limit": FallbackStore(
                 RedisStore(client, namespace=f"{namespace}:ratelimit", handle_client_shutdown=True),
                 MemoryStore(),
-                what="the per-address login limit",
+                redis_outage,
             ),
         }
     return {"rate_limit": MemoryStore()}
 
 
-def create_login_failures(settings: Settings) -> FailureCounters:
+def create_login_failures(settings: Settings, redis_outage: Outage) -> FailureCounters:
     """The per-account failed-login counters: in Redis (under the namespace) when configured."""
     redis = _redis_client(settings.redis_url) if settings.redis_url else None
-    return FailureCounters(
-        redis, prefix=f"{settings.redis_namespace}:login-failures", what="the per-account login limit"
-    )
+    return FailureCounters(redis, prefix=f"{settings.redis_namespace}:login-failures", outage=redis_outage)

@@ -6,8 +6,9 @@
   database; see the failure contract);
 - 200 ``ok`` otherwise.
 
-Writes are probed (a one-page commit on SQLite) at the first check and while the storage is in doubt, so
-a read-only file is reported before any write meets it and the end of a fault is seen without one.
+Writes are probed (app/db/faults.py: a one-page commit on SQLite, a temporary table's first page on
+PostgreSQL) at the first check and while the storage is in doubt, so a read-only database is reported
+before any write meets it, and it is reported not writable until a probe writes again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.faults import DatabaseFaults, probe_writes
+from app.db.faults import DatabaseFaults
 from app.http.deadline import OWN_DEADLINE
 from app.http.routes import get
 from app.state import collaborator
@@ -66,9 +67,7 @@ async def health(db_session: NamedDependency[AsyncSession], state: State) -> Res
             await db_session.execute(text("SELECT 1"))
             faults.answered()
             if faults.storage.active or not faults.probed:
-                faults.probed = True
-                await probe_writes(db_session)
-                faults.wrote()
+                await faults.check_writes()
     except Exception as exc:
         if faults.met(exc) in (None, "unavailable") or isinstance(exc, TimeoutError):
             database = "unavailable"

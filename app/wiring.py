@@ -42,6 +42,7 @@ from app.domain.users.services import UserService
 from app.domain.vms.models import VM_ENTITY
 from app.domain.vms.reads import VMReads
 from app.domain.vms.services import VMService
+from app.faults import Outage
 from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, VMSJWTAuth, create_jwt_auth
@@ -56,7 +57,9 @@ class Wiring:
     def __init__(self, settings: Settings, *, exclude_from_auth: list[str]) -> None:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)
-        self.database_faults = DatabaseFaults()
+        self.database_faults = DatabaseFaults(settings.db_timeout_seconds)
+        # One view of Redis for the bus and both login limits: one "lost" and one "back" line per outage.
+        self.redis_outage = Outage("Redis")
         self.database_faults.install(self.engine)
         self.alchemy: SQLAlchemyAsyncConfig = create_alchemy_config(settings, self.engine)
         # Listeners are served by this process's fan-out; other processes are reached through the bus.
@@ -82,7 +85,7 @@ class Wiring:
             auth=self.jwt_auth, ttl=ttl, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
         self.hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
-        self.login_failures = create_login_failures(settings)
+        self.login_failures = create_login_failures(settings, self.redis_outage)
         self.client_address = ClientAddress(settings.trusted_proxies)
         self.events = EventFanout(
             self.channels,
@@ -104,7 +107,7 @@ class Wiring:
         # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll,
         # and whatever else registered with when_bus_back catches up on what the bus may have lost.
         self._bus_back: list[Callable[[], None]] = [self.feed.wake]
-        self.bus, self.channels_ping = create_bus(settings, on_reconnect=self._on_bus_back)
+        self.bus, self.channels_ping = create_bus(settings, self.redis_outage, on_reconnect=self._on_bus_back)
         self.write_gate = WriteGate(
             serialize_transactions=settings.is_sqlite, wait_seconds=settings.db_timeout_seconds
         )

@@ -1,12 +1,15 @@
 """PostgreSQL faults under one VMS process: the server stopped (``pg_ctl stop -m fast``, then started), and
 frozen (every process of the cluster SIGSTOPped, then SIGCONTed), the latter also under 30 clients, more
 than the pool's connections (each request's waits for a connection, the writes ahead and its statement
-share one deadline).
+share one deadline); and its storage: the disk under the database full (a tablespace on a small tmpfs,
+filled, then freed; needs root), the database read-only (``default_transaction_read_only`` for the
+database and the server, then reset).
 
 Each scenario starts its own cluster (:mod:`bench.postgres_cluster`) and a VMS process on it with
 ``VMS_DB_TIMEOUT_SECONDS=2``, keeps two clients reading and writing through the fault, and reports: detect
-(fault start to the first 503), heal (fault end to the first success), how every request made from the
-fault start on ended, and how many acknowledged writes are missing afterwards.
+(fault start to the first 503), heal (fault end to the first success; for the storage faults, the first
+write that succeeds: reads go on throughout), how every request made from the fault start on ended, and
+how many acknowledged writes are missing afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -23,6 +27,7 @@ import httpx
 from bench.faults import FaultResult
 from bench.http import serve
 from bench.postgres_cluster import PostgresCluster, postgres_binaries
+from tests.helpers.mounts import fill, small_tmpfs
 
 TIMEOUT_SECONDS = 2.0
 FAULT_SECONDS = 6.0
@@ -46,6 +51,9 @@ class _Run:
         self.slowest = 0.0
         self.acknowledged: list[str] = []
         self.done = False
+        # What counts as served again after the fault: any success, or for a storage fault a write.
+        self.healed_by = {"200", "201"}
+        self.health_during: dict[str, object] = {}
 
 
 async def _client(http: httpx.AsyncClient, headers: dict[str, str], run: _Run, index: int) -> None:
@@ -76,7 +84,7 @@ async def _client(http: httpx.AsyncClient, headers: dict[str, str], run: _Run, i
             if (
                 run.fault_ended is not None
                 and started >= run.fault_ended
-                and outcome in ("200", "201")
+                and outcome in run.healed_by
                 and run.first_success_after is None
             ):
                 run.first_success_after = answered
@@ -84,9 +92,16 @@ async def _client(http: httpx.AsyncClient, headers: dict[str, str], run: _Run, i
 
 
 async def _drive(
-    url: str, fault: Callable[[], None], heal: Callable[[], None], clients_count: int
+    url: str,
+    fault: Callable[[], None],
+    heal: Callable[[], None],
+    clients_count: int,
+    *,
+    storage: bool = False,
 ) -> FaultResult:
     run = _Run()
+    if storage:
+        run.healed_by = {"201"}
     limits = httpx.Limits(max_connections=clients_count + 4)
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_SECONDS + 5, limits=limits) as http:
         response = await http.post("/login", json={"email": EMAIL, "password": PASSWORD})
@@ -98,6 +113,7 @@ async def _drive(
             await asyncio.to_thread(fault)
             run.fault_started = time.monotonic()
             await asyncio.sleep(FAULT_SECONDS)
+            run.health_during = (await http.get("/health")).json()
             await asyncio.to_thread(heal)
             run.fault_ended = time.monotonic()
             await asyncio.sleep(AFTER_SECONDS)
@@ -109,13 +125,16 @@ async def _drive(
         kept = {item["name"] for item in listed.json()}
     assert run.fault_started is not None
     assert run.fault_ended is not None
+    health = f", health at the fault's end: {run.health_during.get('status')}" if storage else ""
+    if storage:
+        health += f", writable {run.health_during.get('database_writable')}"
     return FaultResult(
         detect_seconds=None if run.first_503 is None else run.first_503 - run.fault_started,
         heal_seconds=None if run.first_success_after is None else run.first_success_after - run.fault_ended,
         outcomes=run.outcomes,
         lost=len(set(run.acknowledged) - kept),
         note=f"VMS_DB_TIMEOUT_SECONDS={TIMEOUT_SECONDS:g}, {clients_count} clients, slowest answer "
-        f"{run.slowest:.2f} s",
+        f"{run.slowest:.2f} s{health}",
     )
 
 
@@ -123,11 +142,23 @@ def _scenario(workdir: Path, kind: str, clients_count: int = CLIENTS) -> FaultRe
     binaries = postgres_binaries()
     if binaries is None:
         raise RuntimeError("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    cluster = PostgresCluster(binaries)
-    try:
+    with ExitStack() as stack:
+        cluster = PostgresCluster(binaries)
+        stack.callback(cluster.close)
         cluster.start()
+        url = cluster.url
+        fault, heal = (cluster.stop, cluster.start) if kind == "down" else (cluster.freeze, cluster.thaw)
+        if kind == "full":
+            disk = stack.enter_context(small_tmpfs(24))
+            url = cluster.database_on(disk, "vms")
+            filled: list[Path] = []
+            fault, heal = (lambda: filled.append(fill(disk))), (lambda: filled.pop().unlink())
+        elif kind == "read_only":
+            cluster.sql("CREATE DATABASE vms")
+            url = cluster.url_of("vms")
+            fault, heal = (lambda: _read_only(cluster, on=True)), (lambda: _read_only(cluster, on=False))
         env = {
-            "VMS_DATABASE_URL": cluster.url,
+            "VMS_DATABASE_URL": url,
             "VMS_DB_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
             "VMS_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
             "VMS_ADMIN_EMAIL": EMAIL,
@@ -135,11 +166,27 @@ def _scenario(workdir: Path, kind: str, clients_count: int = CLIENTS) -> FaultRe
             "VMS_BCRYPT_ROUNDS": "4",
             "VMS_LOGIN_RATE_LIMIT": "100000",
         }
-        fault, heal = (cluster.stop, cluster.start) if kind == "down" else (cluster.freeze, cluster.thaw)
-        with serve("app:create_app", env, workdir) as server:
-            return asyncio.run(_drive(server.url, fault, heal, clients_count))
-    finally:
-        cluster.close()
+        server = stack.enter_context(serve("app:create_app", env, workdir))
+        storage = kind in ("full", "read_only")
+        result = asyncio.run(_drive(server.url, fault, heal, clients_count, storage=storage))
+    return result
+
+
+def _read_only(cluster: PostgresCluster, *, on: bool) -> None:
+    """``default_transaction_read_only`` for the database (new connections) and the server (open ones)."""
+    if on:
+        cluster.sql(
+            "ALTER DATABASE vms SET default_transaction_read_only = on",
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            "SELECT pg_reload_conf()",
+        )
+    else:
+        cluster.sql(
+            "SET default_transaction_read_only = off",
+            "ALTER SYSTEM RESET default_transaction_read_only",
+            "SELECT pg_reload_conf()",
+            "ALTER DATABASE vms RESET default_transaction_read_only",
+        )
 
 
 def postgres_down(workdir: Path) -> FaultResult:
@@ -154,8 +201,18 @@ def postgres_frozen_loaded(workdir: Path) -> FaultResult:
     return _scenario(workdir, "frozen", LOADED_CLIENTS)
 
 
+def postgres_disk_full(workdir: Path) -> FaultResult:
+    return _scenario(workdir, "full")
+
+
+def postgres_read_only(workdir: Path) -> FaultResult:
+    return _scenario(workdir, "read_only")
+
+
 SCENARIOS: dict[str, Callable[[Path], FaultResult]] = {
     "postgres-down": postgres_down,
     "postgres-frozen": postgres_frozen,
     "postgres-frozen-loaded": postgres_frozen_loaded,
+    "postgres-disk-full": postgres_disk_full,
+    "postgres-read-only": postgres_read_only,
 }

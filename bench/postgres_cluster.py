@@ -80,13 +80,40 @@ class PostgresCluster:
     @property
     def url(self) -> str:
         """The ``postgres`` database, as VMS's ``VMS_DATABASE_URL``."""
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        return self.url_of("postgres")
+
+    def url_of(self, database: str) -> str:
+        """``database`` of this cluster, as VMS's ``VMS_DATABASE_URL``."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def sql(self, *statements: str, database: str = "postgres") -> str:
+        """Run ``statements`` with ``psql`` as the superuser, each in a transaction of its own (so ``ALTER
+        SYSTEM`` and ``CREATE DATABASE`` may be among them); what they printed."""
+        options = [option for statement in statements for option in ("-c", statement)]
+        return self._run(
+            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+            "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", *options,
+        )  # fmt: skip
+
+    def database_on(self, directory: Path, database: str) -> str:
+        """Create ``database`` in a tablespace at ``directory`` (a small file system the caller mounted, to
+        fill it; the WAL stays in the data directory, so PostgreSQL refuses writes there rather than
+        stopping); its URL."""
+        location = directory / "tablespace"
+        location.mkdir()
+        if self._as_postgres:
+            shutil.chown(location, "postgres", "postgres")
+        self.sql(
+            f"CREATE TABLESPACE {database}_space LOCATION '{location}'",
+            f"CREATE DATABASE {database} TABLESPACE {database}_space",
+        )
+        return self.url_of(database)
 
     def _command(self, program: str, *args: str) -> list[str]:
         command = [str(self.binaries / program), *args]
         return ["runuser", "-u", "postgres", "--", *command] if self._as_postgres else command
 
-    def _run(self, program: str, *args: str) -> None:
+    def _run(self, program: str, *args: str) -> str:
         result = subprocess.run(
             self._command(program, *args),
             cwd=self.directory,
@@ -97,6 +124,7 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{program} failed ({result.returncode}): {result.stdout}{result.stderr}")
+        return result.stdout
 
     def start(self) -> None:
         options = (

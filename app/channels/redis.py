@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 
-from app.faults import Outage
+from app.faults import REDIS_LOST, Outage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -35,20 +35,25 @@ FIRST_RETRY_SECONDS = 0.1
 MAX_RETRY_SECONDS = 2.0
 READ_SECONDS = 1.0
 """How long one read of the subscription waits for a message before it is read again."""
-LOST = "lost (events between processes now come from each process's poll of the change log)"
 
 
 class NamespacedRedisPubSubBackend(RedisChannelsPubSubBackend):
     def __init__(
-        self, *, redis: Redis, namespace: str, on_reconnect: Callable[[], None] | None = None
+        self,
+        *,
+        redis: Redis,
+        namespace: str,
+        outage: Outage,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
-        """``on_reconnect`` is called each time the subscription is back after an outage (not at start)."""
+        """``outage``: the process's Redis outage (shared with the login limits); ``on_reconnect`` is called
+        each time the subscription is back after an outage (not at start)."""
         super().__init__(redis=redis, key_prefix=f"{namespace}:channels")
         self._channel_prefix = f"{namespace}:"
         self._on_reconnect = on_reconnect
         self._wanted: set[str] = set()
         self._broken = False  # the subscription must be made again before it is read
-        self.outage = Outage("Redis")
+        self.outage = outage
 
     def _wire(self, channels: Iterable[str]) -> list[str]:
         return [f"{self._channel_prefix}{channel}" for channel in channels]
@@ -118,7 +123,7 @@ class NamespacedRedisPubSubBackend(RedisChannelsPubSubBackend):
 
     def _lost(self, exc: BaseException) -> None:
         self._broken = True
-        self.outage.failed(LOST, exc)
+        self.outage.failed(REDIS_LOST, exc)
 
     async def _resubscribe(self) -> bool:
         """A new connection subscribed to every wanted channel; then catch up on what the bus missed."""
@@ -128,7 +133,7 @@ class NamespacedRedisPubSubBackend(RedisChannelsPubSubBackend):
             if self._wanted:
                 await super().subscribe(list(self._wanted))
         except Exception as exc:
-            self.outage.failed(LOST, exc)
+            self.outage.failed(REDIS_LOST, exc)
             return False
         self._broken = False
         self.outage.recovered()

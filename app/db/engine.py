@@ -43,6 +43,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=0,
+            # A checkout outside a request's deadline (a WebSocket's replay, the change feed, pruning)
+            # would otherwise wait SQLAlchemy's 30 s for a connection when the pool is exhausted.
+            pool_timeout=settings.db_timeout_seconds,
             hide_parameters=True,  # a failed statement's log line must not carry a password hash
             connect_args={"timeout": settings.db_timeout_seconds},
             # Sessions always end their transaction before returning a connection, so the pool's own

@@ -10,22 +10,33 @@ How each heals without a restart:
   frozen PostgreSQL the ROLLBACK that would follow waits as long again), and PostgreSQL's connections are
   pinged at checkout, so the pool connects anew once the server answers; the first statement that
   succeeds ends the outage;
-- read-only: SQLite keeps a file it opened read-only read-only for the connection's life, so such an
-  error is treated as a disconnect too (the pool drops the connection and the next write opens a new one);
-- full: the same connection writes again once there is space; the first commit that succeeds ends it.
+- full: a write probe (:func:`probe_writes`) that succeeds ends it, not any write that commits: on
+  PostgreSQL a write that fits in a page already allocated commits on a full disk, and the log would say
+  lost, back, lost, back. ``/health`` probes while the storage is in doubt, and a write that commits then
+  starts a probe in the background (one at a time, at most one a second), so the end is seen without a
+  health check;
+- read-only: a committed write or a probe ends it. A connection opened while the database was read-only
+  stays so for its life (SQLite keeps the file as it opened it; PostgreSQL applies the database's or
+  role's ``default_transaction_read_only`` at connection start), so a read-only refusal is treated as a
+  disconnect (the pool drops that connection and those opened before it), a probe after one first has
+  the pool replace every connection it holds (it writes on a new one), and so does the end of the fault:
+  none opened during it is left to refuse a write and start it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.faults import Outage
 
@@ -49,11 +60,8 @@ _PG_FULL = {"53100"}
 _PG_READ_ONLY = {"25006"}
 _PG_UNAVAILABLE_PREFIXES = ("08", "57P0", "57014", "53300")
 
-
-class ReadOnlyDatabase(Exception):
-    """PostgreSQL says this session is read-only (raised by :func:`probe_writes`)."""
-
-    sqlstate = "25006"
+PROBE_INTERVAL_SECONDS = 1.0
+"""The least time between two write probes a commit starts while the storage is in doubt."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -113,11 +121,18 @@ def fault_of(exc: BaseException) -> FaultKind | None:
 class DatabaseFaults:
     """This process's view of its database: reachable? storage writable? (See the module doc.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_seconds: float) -> None:
         self.reachability = Outage("database unreachable")
         self.storage = Outage("database not writable")
-        # Whether /health has probed writes yet (it does at its first check: see app/health.py).
+        # Whether a write probe has run yet (/health runs one at its first check: see app/health.py).
         self.probed = False
+        self._timeout = timeout_seconds
+        self._engine: AsyncEngine | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_started = float("-inf")
+        self._storage_kind: FaultKind | None = None  # the storage fault met last
+        self._read_only_seen = False  # a read-only refusal since the storage was last writable
+        self._renew_pool = False  # at the next checkout, replace every pooled connection
 
     @property
     def writable(self) -> bool:
@@ -129,6 +144,8 @@ class DatabaseFaults:
         if kind == "unavailable":
             self.reachability.failed(DETAILS[kind], exc)
         elif kind is not None:
+            self._storage_kind = kind
+            self._read_only_seen = self._read_only_seen or kind == "read_only"
             self.storage.failed(DETAILS[kind], exc)
         return kind
 
@@ -138,14 +155,74 @@ class DatabaseFaults:
             self.reachability.recovered()
 
     def wrote(self) -> None:
-        """A write committed: the storage takes writes again."""
-        if self.storage.active:
-            self.storage.recovered()
+        """A write committed (the write gate's subscriber): the database is reachable. It takes writes
+        again if it was read-only; if it was full, a probe in the background says whether there is space
+        again (a write may have fit in a page it had: see the module doc)."""
         self.answered()
+        if not self.storage.active:
+            return
+        if self._storage_kind == "read_only":
+            self._storage_back()
+        elif (
+            self._engine is not None
+            and (self._probe is None or self._probe.done())
+            and time.monotonic() - self._probe_started >= PROBE_INTERVAL_SECONDS
+        ):
+            self._probing()
+
+    def _storage_back(self) -> None:
+        # After a read-only fault the next checkout has the pool replace every connection it holds: one
+        # opened during the fault would refuse a write and start the fault again.
+        self._renew_pool = self._read_only_seen
+        self._read_only_seen = False
+        self.storage.recovered()
+
+    async def check_writes(self) -> None:
+        """Probe writes now (or wait for the probe already running): a success ends a storage fault; what
+        it met is recorded and raised."""
+        await asyncio.shield(self._probing())
+
+    def _probing(self) -> asyncio.Task[None]:
+        self.probed = True
+        if self._probe is None or self._probe.done():
+            self._probe_started = time.monotonic()
+            # A context of its own: not the request's that started it (its id, its database deadline).
+            self._probe = asyncio.get_running_loop().create_task(
+                self._probe_writes(), context=contextvars.Context()
+            )
+            self._probe.add_done_callback(_retrieve)
+        return self._probe
+
+    async def _probe_writes(self) -> None:
+        if self._engine is None:
+            raise RuntimeError("DatabaseFaults.install(engine) was not called")
+        # After a read-only refusal the pooled connections may have been opened read-only: the probe's
+        # checkout replaces them all (see install), so the probe writes on a new connection.
+        self._renew_pool = self._read_only_seen
+        connection = self._engine.connect()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await connection.start()
+                await probe_writes(connection)
+                await connection.rollback()
+        except BaseException as exc:
+            # Dropped without a word: its ROLLBACK, on a frozen server, would wait as long again.
+            if connection.sync_connection is not None:
+                await connection.invalidate()
+            if isinstance(exc, Exception):
+                self.met(exc)
+            raise
+        await connection.close()
+        self.answered()
+        if self.storage.active:
+            self._storage_back()
 
     def install(self, engine: AsyncEngine) -> None:
         """Watch ``engine``: every statement that succeeds ends an outage; a connection that met the database
-        unreachable (or a read-only SQLite file) is dropped from the pool (see the module doc)."""
+        unreachable or read-only is dropped from the pool, with every one opened before it, and so are they
+        all before a write probe after a read-only refusal (see the module doc); :meth:`check_writes`
+        probes on it."""
+        self._engine = engine
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "after_cursor_execute")
@@ -155,21 +232,39 @@ class DatabaseFaults:
 
         @event.listens_for(sync_engine, "handle_error")
         def drop_stuck_connections(context: ExceptionContext) -> None:
-            kind = fault_of(context.original_exception)
-            if kind == "unavailable" or (kind == "read_only" and sync_engine.dialect.name == "sqlite"):
+            if fault_of(context.original_exception) in ("unavailable", "read_only"):
                 context.is_disconnect = True
 
+        @event.listens_for(sync_engine, "checkout")
+        def renew_after_read_only(*_: Any) -> None:
+            if self._renew_pool:
+                self._renew_pool = False
+                # The pool replaces this connection and every one opened before now.
+                raise InvalidatePoolError("the database was read-only")
 
-async def probe_writes(session: AsyncSession) -> None:
-    """Raise what a write would raise now, if anything (``/health``, while the storage is in doubt).
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A probe's failure is recorded by the probe (and raised to whoever awaits it), not logged again."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def probe_writes(connection: AsyncConnection) -> None:
+    """Raise what a write would raise now, if anything, and leave nothing behind.
 
     On SQLite it rewrites the header's ``user_version`` with its own value, a real one-page commit that
-    meets a full disk or a read-only file; on PostgreSQL it asks whether the session is read-only (a
-    standby, or ``default_transaction_read_only``); a full disk there shows at the next write."""
-    if session.get_bind().dialect.name == "sqlite":
-        version = (await session.execute(text("PRAGMA user_version"))).scalar_one()
-        await session.execute(text(f"PRAGMA user_version = {int(version)}"))
+    meets a full disk or a read-only file. On PostgreSQL it creates a temporary table and inserts a row,
+    rolled back when the connection closes: that needs new space in the database's tablespace (catalog rows
+    and a first page: PostgreSQL allocates a page when it adds one, so a full disk shows there) and is
+    refused in a read-only transaction. A one-row update would not do: it fits in its page, which exists
+    already, and succeeds on a full disk. (With ``temp_tablespaces`` set, the table's page goes there.)"""
+    if connection.dialect.name == "sqlite":
+        version = (await connection.execute(text("PRAGMA user_version"))).scalar_one()
+        await connection.execute(text(f"PRAGMA user_version = {int(version)}"))
         return
-    read_only = (await session.execute(text("SELECT current_setting('transaction_read_only')"))).scalar()
-    if read_only == "on":
-        raise ReadOnlyDatabase
+    await connection.execute(
+        text(
+            "DO $$ BEGIN CREATE TEMPORARY TABLE vms_storage_probe (filler text) ON COMMIT DROP; "
+            "INSERT INTO vms_storage_probe VALUES ('probe'); END $$"
+        )
+    )

@@ -8,6 +8,9 @@ lives in uvicorn's HTTP protocol: use this class with
 
     uvicorn --factory app:create_app --http app.http.slow_clients:BoundedHttpToolsProtocol ...
 
+``litestar run`` uses it without a flag (:class:`BoundedRunPlugin`), whether it runs uvicorn in its own
+process (one worker) or in a child process (``-W N``, ``--reload``).
+
 A timer starts when a connection opens and when each request's first byte arrives, and stops when that
 request's last body byte has arrived; if it fires first, the connection is closed. A request being
 answered slowly by the application is not affected, nor is an upgraded WebSocket. Behind a reverse proxy
@@ -17,11 +20,24 @@ the proxy's own limits apply on the client side (nginx: ``client_header_timeout`
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import click
+import uvicorn
+from litestar.plugins import CLIPluginProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import get_settings
+
+BOUNDED_HTTP = "app.http.slow_clients:BoundedHttpToolsProtocol"
+"""uvicorn's ``--http`` value for :class:`BoundedHttpToolsProtocol`."""
+UVICORN_HTTP = "UVICORN_HTTP"
+"""The environment variable uvicorn's command line reads for ``--http`` (its options' prefix is UVICORN_)."""
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -71,3 +87,46 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
         super().handle_websocket_upgrade()
+
+
+class BoundedRunPlugin(CLIPluginProtocol):
+    """``litestar run`` serves with :class:`BoundedHttpToolsProtocol`, so the README's quick start and its
+    scale-out command (``-W N``) bound slow clients as the production command does.
+
+    Litestar's ``run`` has no option for uvicorn's protocol: with several workers (or ``--reload``) it
+    starts uvicorn's command line in a child process, which reads ``UVICORN_HTTP`` from the environment it
+    inherits; with one it calls ``uvicorn.run`` in this process with arguments of its own, so for that
+    call alone ``uvicorn.run`` is given ``http=`` too. An ``UVICORN_HTTP`` set by the operator is kept, in
+    both cases."""
+
+    def on_cli_init(self, cli: click.Group) -> None:
+        run = cli.commands.get("run")
+        if run is not None and run.callback is not None and not getattr(run.callback, "bounded", False):
+            cli.add_command(bounded_run(run), "run")
+
+
+def bounded_run(run: click.Command) -> click.Command:
+    """A copy of Litestar's ``run`` command that serves with :data:`BOUNDED_HTTP` (see the plugin)."""
+    serve = run.callback
+    assert serve is not None
+
+    @functools.wraps(serve)
+    def serve_bounded(*args: Any, **kwargs: Any) -> Any:
+        protocol = os.environ.setdefault(UVICORN_HTTP, BOUNDED_HTTP)
+        with _uvicorn_run_with(http=protocol):
+            return serve(*args, **kwargs)
+
+    serve_bounded.bounded = True  # type: ignore[attr-defined]
+    command = copy.copy(run)
+    command.callback = serve_bounded
+    return command
+
+
+@contextmanager
+def _uvicorn_run_with(**options: Any) -> Iterator[None]:
+    original: Callable[..., None] = uvicorn.run
+    uvicorn.run = functools.partial(original, **options)
+    try:
+        yield
+    finally:
+        uvicorn.run = original

@@ -3,8 +3,9 @@
 ``FailureCounters`` counts events per key in a fixed window (the per-account login throttle);
 ``FallbackStore`` keeps a Litestar store (the per-address rate limit) answering while Redis is down. Both
 fall back to memory when Redis fails, because a limit that turns every login into a 500 is worse than a
-limit that is only per process for a while; they try Redis again every ``RETRY_SECONDS`` and log the
-fall-back once, not on every request.
+limit that is only per process for a while; they try Redis again every ``RETRY_SECONDS``. The outage is
+the process's one Redis :class:`~app.faults.Outage`, shared with the bus: one line when Redis is lost and
+one when it is back, whoever notices.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from litestar.stores.base import Store
+
+from app.faults import REDIS_LOST, Outage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-log = structlog.get_logger("vms.throttle")
 
 RETRY_SECONDS = 5.0
 """While Redis is failing, how long to answer from memory before trying it again."""
@@ -29,30 +29,23 @@ MAX_MEMORY_KEYS = 100_000
 """Per-process counters kept at most (oldest windows dropped first), so unique emails cannot fill memory."""
 
 
-class RedisOutage:
-    """Whether to try Redis now, and one log line per outage (not per request)."""
+class RedisRetry:
+    """When one user of Redis tries it again after a failure (``RETRY_SECONDS`` later); whether Redis is
+    out, and the log lines saying so, is the process's shared ``outage``."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._down = False
+    def __init__(self, outage: Outage) -> None:
+        self._outage = outage
         self._retry_at = 0.0
 
     def should_try(self) -> bool:
-        return not self._down or time.monotonic() >= self._retry_at
+        return time.monotonic() >= self._retry_at
 
     def failed(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + RETRY_SECONDS
-        if not self._down:
-            self._down = True
-            log.warning(
-                f"Redis unreachable: {self.what} falling back to per-process counters",
-                error=f"{exc.__class__.__name__}: {exc}",
-            )
+        self._outage.failed(REDIS_LOST, exc)
 
     def succeeded(self) -> None:
-        if self._down:
-            self._down = False
-            log.info(f"Redis reachable again: {self.what} shared again")
+        self._outage.recovered()
 
 
 class MemoryCounters:
@@ -82,13 +75,14 @@ class MemoryCounters:
 
 class FailureCounters:
     """``hit`` counts one more event for a key in its window and says how many and how long the window
-    has left; ``clear`` forgets the key. Keys live in Redis under ``<prefix>:`` when a client is given."""
+    has left; ``clear`` forgets the key. Keys live in Redis under ``<prefix>:`` when a client is given;
+    ``outage`` is the process's Redis outage."""
 
-    def __init__(self, redis: Redis | None, prefix: str, what: str) -> None:
+    def __init__(self, redis: Redis | None, prefix: str, outage: Outage) -> None:
         self._redis = redis
         self._prefix = prefix
         self._memory = MemoryCounters()
-        self._outage = RedisOutage(what)
+        self._outage = RedisRetry(outage)
 
     async def hit(self, key: str, window_seconds: int) -> tuple[int, int]:
         if self._redis is not None and self._outage.should_try():
@@ -124,12 +118,13 @@ class FailureCounters:
 
 
 class FallbackStore(Store):
-    """A store that answers from ``fallback`` (in memory) while ``primary`` (Redis) fails."""
+    """A store that answers from ``fallback`` (in memory) while ``primary`` (Redis) fails; ``outage`` is the
+    process's Redis outage."""
 
-    def __init__(self, primary: Store, fallback: Store, what: str) -> None:
+    def __init__(self, primary: Store, fallback: Store, outage: Outage) -> None:
         self._primary = primary
         self._fallback = fallback
-        self._outage = RedisOutage(what)
+        self._outage = RedisRetry(outage)
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self._outage.should_try():

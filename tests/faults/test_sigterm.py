@@ -1,10 +1,12 @@
-"""SIGTERM: the server finishes what it acknowledged and closes WebSockets with 1012 (service restart), so
-dashboards reconnect with ``since`` and miss nothing."""
+"""SIGTERM: the server finishes the requests in flight, keeps what it acknowledged and closes WebSockets
+with 1012 (service restart), so dashboards reconnect with ``since`` and miss nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
+import threading
 from pathlib import Path
 
 import httpx
@@ -55,3 +57,60 @@ async def test_sigterm_closes_websockets_with_1012_and_keeps_every_acknowledged_
             restarted.stop()
     finally:
         server.stop()
+
+
+def hold_write_lock(path: Path, locked: threading.Event, release: threading.Event) -> None:
+    """Another process's write transaction on the database (SQLite's lock), until ``release``."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(30)
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+async def test_sigterm_lets_a_request_in_flight_finish_with_its_answer(tmp_path: Path) -> None:
+    """A write waiting for SQLite's lock when SIGTERM arrives, and for two seconds more: the server waits
+    for it (uvicorn sets no limit on its graceful shutdown; with one, the write was cut off with a 500),
+    answers it 201 once the lock is free, and the write is there after a restart."""
+    database = tmp_path / "vms.sqlite3"
+    env = sqlite_server_env(database, VMS_DB_TIMEOUT_SECONDS="10")
+    server = start_server_process(env, tmp_path / "server.log")
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(database, locked, release))
+    try:
+        await wait_healthy(server)
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            token = await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=server.url)
+            holder.start()
+            assert await asyncio.to_thread(locked.wait, 10)
+            in_flight = asyncio.create_task(
+                http.post("/vms", json={**VM_BODY, "name": "in-flight"}, headers=bearer(token))
+            )
+            await asyncio.sleep(0.5)  # the write is waiting for the lock
+            assert not in_flight.done()
+            server.process.terminate()
+            await asyncio.sleep(2.0)  # the server is shutting down, the write still waiting
+            assert not in_flight.done()
+            assert server.process.poll() is None, "the server exited with a request in flight"
+            release.set()
+            answered = await in_flight
+            assert answered.status_code == 201, answered.text
+        assert await asyncio.to_thread(server.process.wait, 15) in (0, -signal.SIGTERM)
+    finally:
+        release.set()
+        if holder.is_alive():
+            holder.join(10)
+        server.stop()
+    restarted = start_server_process(env, tmp_path / "restarted.log")
+    try:
+        await wait_healthy(restarted)
+        async with httpx.AsyncClient(base_url=restarted.url, timeout=10) as http:
+            token = await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=restarted.url)
+            again = await http.get(f"/vms/{answered.json()['id']}", headers=bearer(token))
+            assert again.status_code == 200, again.text
+            assert again.json()["name"] == "in-flight"
+    finally:
+        restarted.stop()

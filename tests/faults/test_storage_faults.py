@@ -9,46 +9,27 @@ for its end rather than a traceback per request.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, IN_CI, VM_BODY, bearer, login
-from tests.helpers.mounts import MountUnavailable, bind_mount, fill, small_tmpfs
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, VM_BODY, bearer, login
+from tests.helpers.mounts import bind_mount, fill, small_tmpfs
 from tests.helpers.processes import server_process, sqlite_server_env
+from tests.helpers.storage_faults import assert_one_line_each_way, assert_storage_refusal, mounted
 
 pytestmark = pytest.mark.faults
-T = TypeVar("T")
 
 HEAL_SECONDS = 10.0
 
 
 def base_env(database: Path) -> dict[str, str]:
     return sqlite_server_env(database, VMS_LOGIN_RATE_LIMIT="1000", VMS_DB_TIMEOUT_SECONDS="2")
-
-
-@contextlib.contextmanager
-def mounted(manager: contextlib.AbstractContextManager[T]) -> Iterator[T]:
-    try:
-        with manager as path:
-            yield path
-    except MountUnavailable as exc:
-        if IN_CI:
-            pytest.fail(f"CI must run the storage fault tests: {exc}")
-        pytest.skip(str(exc))
-
-
-def assert_storage_refusal(response: httpx.Response, words: str) -> None:
-    assert response.status_code == 503, response.text
-    assert response.headers.get("retry-after", "").isdigit(), response.headers
-    assert words in response.json()["detail"], response.json()
 
 
 async def write_until_answered(
@@ -84,12 +65,6 @@ async def health(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
     return body
 
 
-def fault_lines(log: Path) -> list[str]:
-    text = log.read_text(errors="replace")
-    assert "Traceback" not in text, text[-3000:]
-    return [line for line in text.splitlines() if "database not writable" in line]
-
-
 async def test_a_full_disk_refuses_writes_with_503_and_heals_by_itself(tmp_path: Path) -> None:
     with mounted(small_tmpfs(32)) as disk:
         log = tmp_path / "server.log"
@@ -120,9 +95,7 @@ async def test_a_full_disk_refuses_writes_with_503_and_heals_by_itself(tmp_path:
             assert state["status"] == "ok", state
             assert state["database_writable"] is True, state
             assert set(acknowledged) <= await listed_ids(http, server.url, headers)
-        lines = fault_lines(log)
-        assert len(lines) == 2, lines  # one when it started, one when it ended
-        assert "back" in lines[1], lines
+        assert_one_line_each_way(log)
 
 
 async def test_read_only_database_files_refuse_writes_and_heal_when_writable(tmp_path: Path) -> None:
@@ -160,6 +133,4 @@ async def test_read_only_database_files_refuse_writes_and_heal_when_writable(tmp
                 assert set(acknowledged + created) <= await listed_ids(http, server.url, headers)
         finally:
             keeper.close()
-        lines = fault_lines(log)
-        assert len(lines) == 2, lines
-        assert "back" in lines[1], lines
+        assert_one_line_each_way(log)

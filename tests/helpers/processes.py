@@ -6,6 +6,7 @@ Each is stopped by its own PID; nothing here touches a process the test did not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,11 +50,15 @@ def vms_environment(values: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass
 class ServerProcess:
-    """``uvicorn --factory app:create_app`` in a process of its own, configured by VMS_* variables."""
+    """``uvicorn --factory app:create_app`` in a process of its own, configured by VMS_* variables.
+
+    ``group``: the process leads a process group of its own (``litestar run -W N`` runs uvicorn in a child
+    process, which starts the workers), and stopping it signals that group, as Ctrl-C in a terminal does."""
 
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    group: bool = False
 
     @property
     def ws_url(self) -> str:
@@ -68,14 +73,33 @@ class ServerProcess:
             os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def _signal(self, number: signal.Signals) -> None:
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, number)  # the group this process leads (start_new_session)
+        elif self.process.poll() is None:
+            self.process.send_signal(number)
+
+    def _gone(self) -> bool:
+        if not self.group:
+            return self.process.poll() is not None
+        self.process.poll()  # reaps the leader, so the group empties once the others have exited
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self._gone():
+            return
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while not self._gone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self._gone():
+            self._signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 async def wait_healthy(server: ServerProcess, seconds: float = START_SECONDS) -> None:
@@ -129,6 +153,22 @@ def start_server_process(
         assert process.stdout is not None
         threading.Thread(target=_copy, args=(process.stdout, log), daemon=True).start()
     return ServerProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+
+
+def start_litestar_run(env: Mapping[str, str], log: Path, *options: str) -> ServerProcess:
+    """``python -m litestar run --port P [options]``: the README's own command (its quick start, and ``-W N``
+    to scale out), in a process group of its own."""
+    port = free_port()
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "litestar", "run", "--port", str(port), *options],
+            cwd=PROJECT_ROOT,
+            env=vms_environment(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServerProcess(process=process, url=f"http://127.0.0.1:{port}", log=log, group=True)
 
 
 @asynccontextmanager

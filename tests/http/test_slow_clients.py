@@ -1,7 +1,9 @@
 """Slow clients are cut off: a request whose headers or body do not arrive in time loses its connection.
 
 A real uvicorn process with the README's ``--http app.http.slow_clients:BoundedHttpToolsProtocol`` and
-``VMS_CLIENT_TIMEOUT_SECONDS=1``; raw sockets send half a request and wait.
+``VMS_CLIENT_TIMEOUT_SECONDS=1``; raw sockets send half a request and wait. The README's other commands,
+``litestar run`` (uvicorn in the same process) and ``litestar run -W 2`` (uvicorn in a child process, with
+two workers), get the same bound without the flag.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
-from tests.helpers.processes import ServerProcess, server_process, sqlite_server_env
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, login, require
+from tests.helpers.processes import (
+    ServerProcess,
+    server_process,
+    sqlite_server_env,
+    start_litestar_run,
+    wait_healthy,
+)
 
 BOUND = 1.0
 PROTOCOL = ["--http", "app.http.slow_clients:BoundedHttpToolsProtocol"]
@@ -88,3 +96,32 @@ async def test_prompt_clients_are_not_affected(server: ServerProcess) -> None:
             assert created.status_code == 201, created.text
             async with asyncio.timeout(5):
                 assert "vm_created" in str(await socket.recv())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param((), id="litestar run"),
+        pytest.param(("-W", "2"), id="litestar run -W 2", marks=pytest.mark.redis),
+    ],
+)
+async def test_litestar_run_bounds_slow_clients_too(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """Half-sent requests to ``litestar run``, one worker or two (spread over both: a dozen of them), lose
+    their connection within the bound, and a prompt request is answered."""
+    values = {"VMS_CLIENT_TIMEOUT_SECONDS": str(BOUND)}
+    if options:
+        require("redis")  # several workers need Redis (each its own namespace)
+        values |= {"VMS_REDIS_URL": REDIS_URL, "VMS_REDIS_NAMESPACE": f"vms-slow-{tmp_path.name[-12:]}"}
+    env = sqlite_server_env(tmp_path / "vms.sqlite3", **values)
+    server = start_litestar_run(env, tmp_path / "server.log", *options)
+    try:
+        await wait_healthy(server)
+        waits = await asyncio.gather(
+            *(closed_after(server, b"GET /health HTTP/1.1\r\nHost: vms\r\nX-Slow: ") for _ in range(12))
+        )
+        for waited in waits:
+            assert BOUND * 0.8 <= waited < BOUND + 3
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.get("/health")).status_code == 200
+    finally:
+        server.stop()

@@ -136,12 +136,13 @@ async def test_the_count_is_shared_by_two_instances_on_one_redis_namespace(tmp_p
 async def test_logins_go_on_when_redis_dies(
     tmp_path: Path, private_redis: PrivateRedis, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A Redis server this test started, then killed: 200, 401 or 429, never a 500; one line in the log."""
+    """A Redis server this test started, then killed: 200, 401 or 429, never a 500; one line in the log
+    (the login limits and the bus share one view of Redis)."""
     async with server_on(tmp_path, channels="redis", redis_url=private_redis.url) as server:
         assert (await attempt(server, ADMIN_EMAIL, ADMIN_PASSWORD)).status_code == 200
         assert (await attempt(server, ADMIN_EMAIL, "wrong-password")).status_code == 401
-        private_redis.kill()
         capfd.readouterr()
+        private_redis.kill()
         statuses = []
         for _ in range(2):
             statuses.append((await attempt(server, ADMIN_EMAIL, ADMIN_PASSWORD)).status_code)
@@ -153,5 +154,5 @@ async def test_logins_go_on_when_redis_dies(
         assert_throttled(await attempt(server, ADMIN_EMAIL, ADMIN_PASSWORD))
         await asyncio.sleep(0)
         out, err = capfd.readouterr()
-    fallback_lines = [line for line in (out + err).splitlines() if "falling back" in line]
-    assert 1 <= len(fallback_lines) <= 2, fallback_lines  # one per Redis-backed component, not per request
+    lost = [line for line in (out + err).splitlines() if "Redis: lost" in line]
+    assert len(lost) == 1, (out + err)[-3000:]  # one for the process, not one per component or request

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import structlog
 from sqlalchemy import Row, select
 
 from app.channels.events import EventFanout
@@ -30,14 +29,14 @@ from app.db.engine import SessionFactory
 from app.db.faults import DatabaseFaults
 from app.db.transactions import Change
 from app.domain.changes.models import ENTRY_COLUMNS, LOGGED_ENTITIES, ChangeEntry, ChangeLogHead
+from app.faults import Outage
 from app.metrics import CHANGE_LOG_LAG
-
-log = structlog.get_logger("vms.changes")
 
 POLL_SECONDS = 0.5
 """How often each process reads the log for entries it was not told about (CLI writes without Redis)."""
 BATCH = 500
 """Entries read per query, for catching up and for replays."""
+STALLED = "cannot read the change log; no events until it can (tried again at every poll)"
 
 _HEAD = select(ChangeLogHead.last_seq, ChangeLogHead.pruned_through).where(ChangeLogHead.id == 1)
 
@@ -64,6 +63,7 @@ class ChangeFeed:
         self._fanout = fanout
         self._read_from_log = read_from_log
         self.last_seq = 0
+        self._stalled = Outage("change feed")
         self._wake = asyncio.Event()
         self._reading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -163,9 +163,13 @@ class ChangeFeed:
             self._wake.clear()
             try:
                 await self.catch_up()
-            except Exception as exc:  # the database is away: try again at the next poll
+            except Exception as exc:  # try again at the next poll
+                # A database fault is the process's database outage; anything else is the feed's own, with
+                # its traceback once: either way one line when it starts, not one every poll.
                 if self._faults is None or self._faults.met(exc) is None:
-                    log.warning("could not read the change log; retrying", exc_info=True)
+                    self._stalled.failed(STALLED, exc, traceback=True)
+            else:
+                self._stalled.recovered()
 
     async def _read(self, *, after: int, until: int | None, entity: str | None) -> Sequence[Any]:
         statement = select(*ENTRY_COLUMNS).where(ChangeEntry.seq > after)
