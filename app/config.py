@@ -56,7 +56,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     ws_backlog: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
-    db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    # At least 2: a request that writes holds its session's connection while its write takes another
+    # (app/domain/vms/services.py), and /health's write probe does the same; with one, they wait on
+    # each other until the timeout.
+    db_pool_size: Annotated[int, msgspec.Meta(ge=2, le=200)] = 10
     # How long a request waits for the database (connect, pool checkout, a statement, SQLite's write lock)
     # before it answers 503 with Retry-After.
     db_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0

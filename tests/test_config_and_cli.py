@@ -372,6 +372,11 @@ BAD_SETTINGS = [
         id="range",
     ),
     pytest.param(
+        {"VMS_DB_POOL_SIZE": "1"},
+        "VMS_DB_POOL_SIZE: must be an integer from 2 to 200 (got '1')",
+        id="pool-of-one",
+    ),
+    pytest.param(
         {"VMS_DATABASE_URL": "mysql://vms@db/vms"},
         "VMS_DATABASE_URL: must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL (got scheme 'mysql')",
         id="database-scheme",
