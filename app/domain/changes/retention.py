@@ -18,6 +18,7 @@ from app.db.engine import SessionFactory
 from app.db.faults import DatabaseFaults
 from app.db.transactions import WriteGate
 from app.domain.changes.models import ChangeEntry, ChangeLogHead
+from app.faults import Outage
 
 log = structlog.get_logger("vms.changes")
 
@@ -44,6 +45,9 @@ class Retention:
         self.max_entries = max_entries
         self.every_seconds = every_seconds
         self._task: asyncio.Task[None] | None = None
+        # A failure that is no database fault: one line (with its traceback) when pruning starts failing,
+        # one when it prunes again, not a traceback every ``every_seconds``.
+        self._failing = Outage("change-log pruning")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -92,5 +96,7 @@ class Retention:
                 await self.prune()
             except Exception as exc:
                 if self._faults is None or self._faults.met(exc) is None:
-                    log.warning("could not prune the change log; retrying later", exc_info=True)
+                    self._failing.failed("could not prune the change log; retrying", exc, traceback=True)
+            else:
+                self._failing.recovered()
             await asyncio.sleep(self.every_seconds)

@@ -78,3 +78,28 @@ async def test_an_entry_the_feed_cannot_read_is_one_line_each_way_not_a_tracebac
     assert len(after) == 1, after
     assert '"state":"ended"' in after[0], after
     assert "Traceback" not in healed.out + healed.err
+
+
+async def test_pruning_that_fails_for_no_database_fault_is_one_line_each_way(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Background pruning (app/domain/changes/retention.py) every second, while the log's head row is
+    unreadable to it (a column renamed by hand): one line with its traceback, then one when it prunes."""
+    async with server_with(tmp_path, change_log_prune_seconds=1) as server:
+        database = settings_of(server).sqlite_path
+        capfd.readouterr()
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE change_log_head RENAME COLUMN last_seq TO hidden_seq")
+        await asyncio.sleep(3.5)  # three or four prunings meet it
+        failing = capfd.readouterr()
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE change_log_head RENAME COLUMN hidden_seq TO last_seq")
+        await asyncio.sleep(2.5)
+        healed = capfd.readouterr()
+    during = [line for line in (failing.out + failing.err).splitlines() if "prun" in line]
+    assert len(during) == 1, during
+    assert '"state":"started"' in during[0], during
+    assert "Traceback" in during[0], during
+    after = [line for line in (healed.out + healed.err).splitlines() if "prun" in line]
+    assert len(after) == 1, after
+    assert '"state":"ended"' in after[0], after
