@@ -85,7 +85,9 @@ def _build_app(settings: Settings) -> Litestar:
     for warning in check_deployment(settings, requested_workers(sys.argv, dict(os.environ))):
         log.warning(warning)
     wiring = Wiring(settings, exclude_from_auth=PUBLIC_PATHS)
-    connections = ConnectionRegistry(wiring.channels, wiring.alchemy.get_session)
+    connections = ConnectionRegistry(
+        wiring.channels, wiring.alchemy.get_session, faults=wiring.database_faults
+    )
     wiring.when_bus_back(connections.recheck_sessions)  # a logout elsewhere may not have reached us
 
     async def on_startup(app: Litestar) -> None:
