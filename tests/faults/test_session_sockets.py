@@ -5,7 +5,8 @@
   servers' own check in the database the socket stayed open until Redis came back. Two server processes
   share a PostgreSQL database of their own and the test's own ``redis-server``, killed by its PID.
 - While the database is away the check fails every second: quietly (the outage's two log lines, no
-  traceback), and without closing any socket. The test's own PostgreSQL cluster is stopped and started.
+  traceback), and without closing any socket; so does the sessions' pruning. The test's own PostgreSQL
+  cluster is stopped and started.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def cluster() -> Iterator[PostgresCluster]:
 
 
 @pytest.mark.faults
-async def test_the_check_meets_a_database_outage_quietly_and_closes_no_socket(
+async def test_the_check_and_the_pruning_meet_a_database_outage_quietly_and_close_no_socket(
     cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     env = {
@@ -113,6 +114,7 @@ async def test_the_check_meets_a_database_outage_quietly_and_closes_no_socket(
         "VMS_ADMIN_EMAIL": ADMIN_EMAIL,
         "VMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "VMS_BCRYPT_ROUNDS": "4",
+        "VMS_SESSION_PRUNE_SECONDS": "1",  # the sessions' pruning meets the outage quietly too
     }
     async with server_process(env, tmp_path / "vms.log") as server, httpx.AsyncClient(timeout=10) as http:
         headers = bearer(await login(http, ADMIN_EMAIL, ADMIN_PASSWORD, base_url=server.url))
@@ -131,6 +133,7 @@ async def test_the_check_meets_a_database_outage_quietly_and_closes_no_socket(
     text = server.log.read_bytes()[offset:].decode(errors="replace")
     assert "Traceback" not in text, text[-3000:]
     assert "could not check" not in text, text[-3000:]
+    assert "could not prune" not in text, text[-3000:]
     lost = [
         line for line in text.splitlines() if "database unreachable" in line and '"state":"started"' in line
     ]
