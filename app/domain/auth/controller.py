@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request
+from advanced_alchemy.filters import LimitOffset
+from litestar import Controller, Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -39,8 +40,8 @@ from app.domain.auth.services import AuthSessionService, Opened, RefreshRefused
 from app.domain.users.models import User
 from app.domain.users.services import UserService
 from app.http.openapi import responses_for
-from app.http.pagination import ResourceId
-from app.http.routes import delete, get, post
+from app.http.pagination import ResourceId, list_route, page_response
+from app.http.routes import delete, post
 from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, session_id_of
@@ -231,20 +232,25 @@ class SessionController(Controller):
 
     tags = ["sessions"]  # noqa: RUF012
 
-    @get(
-        "/users/me/sessions",
+    @list_route(
+        path="/users/me/sessions",
         guards=[requires_user],
         summary="Your open sessions",
-        description="Every sign-in of yours that has not ended, oldest first; `current` marks the one whose "
-        "token asked. No token or secret is shown.",
-        responses=responses_for(401),
+        responses=responses_for(400, 401),
     )
     async def my_sessions(
-        self, request: Request[User, Token, Any], db_session: NamedDependency[AsyncSession], state: State
-    ) -> list[SessionRead]:
+        self,
+        request: Request[User, Token, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        page: NamedDependency[LimitOffset],
+    ) -> Response[list[SessionRead]]:
+        """Every sign-in of yours that has not ended, oldest first, a page at a time (`limit`, `offset`;
+        the number in all in `X-Total-Count`); `current` marks the one whose token asked. No token or
+        secret is shown."""
         current = session_id_of(request.auth)
-        found = await _sessions(db_session, state).open_sessions(request.user.id)
-        return [to_session_read(session, current) for session in found]
+        found, total = await _sessions(db_session, state).open_sessions_page(request.user.id, page)
+        return page_response([to_session_read(session, current) for session in found], total)
 
     @delete(
         "/users/me/sessions/{session_id:int}",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, delete, or_, select, update
@@ -197,6 +198,17 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
             select(AuthSession).where(AuthSession.user_id == user_id, *still_open()).order_by(AuthSession.id)
         )
         return list(found)
+
+    async def open_sessions_page(self, user_id: int, page: LimitOffset) -> tuple[list[AuthSession], int]:
+        """One page of the user's open sessions, oldest first, and how many there are in all (counted in
+        a query of its own: a window count says 0 for a page past the end)."""
+        return await self.repository.get_many_and_count(
+            AuthSession.user_id == user_id,
+            *still_open(),
+            page,
+            OrderBy("id", "asc"),
+            count_with_window_function=False,
+        )
 
     async def end_all(self, user_id: int, actor: User | None) -> list[int]:
         """End every open session of the user (``actor`` None: the operator); the ids of those ended."""
