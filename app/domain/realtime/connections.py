@@ -100,14 +100,12 @@ class ConnectionRegistry:
         session_factory: SessionFactory,
         *,
         faults: DatabaseFaults | None = None,
-        check_seconds: float = SESSION_CHECK_SECONDS,
     ) -> None:
         """``faults``: the process's database faults, where a check that meets one records it (one log
         line per outage, not a traceback per check)."""
         self._channels = channels
         self._session_factory = session_factory
         self._faults = faults
-        self._check_seconds = check_seconds
         self._by_user: dict[int, set[Registration]] = defaultdict(set)
         self._subscriber: Subscriber | None = None
         self._rechecks: set[asyncio.Task[None]] = set()
@@ -170,7 +168,7 @@ class ConnectionRegistry:
 
     async def _check_sessions_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self._check_seconds)
+            await asyncio.sleep(SESSION_CHECK_SECONDS)
             await self._close_ended_sessions()
 
     async def _close_ended_sessions(self) -> None:
