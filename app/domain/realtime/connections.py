@@ -194,8 +194,11 @@ class ConnectionRegistry:
         except Exception as exc:  # the database is away: its outage is logged once, and checked again later
             self._database_fault(exc, "could not check the sessions of open sockets")
             return
-        for session_id in set(open_ids) - live:
-            self._end_session(session_id)
+        if ended := set(open_ids) - live:
+            for sockets in self._by_user.values():
+                for registration in sockets:
+                    if registration.session_id in ended:
+                        registration.revoke()
 
     def _database_fault(self, exc: BaseException, message: str) -> None:
         if self._faults is None or self._faults.met(exc) is None:
