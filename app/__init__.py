@@ -87,7 +87,9 @@ def _build_app(settings: Settings) -> Litestar:
     if metrics_warning := multiprocess_warning(os.environ):
         log.warning(metrics_warning)
     wiring = Wiring(settings, exclude_from_auth=PUBLIC_PATHS)
-    connections = ConnectionRegistry(wiring.channels, wiring.alchemy.get_session)
+    connections = ConnectionRegistry(
+        wiring.channels, wiring.alchemy.get_session, faults=wiring.database_faults
+    )
     wiring.when_bus_back(connections.recheck_sessions)  # a logout elsewhere may not have reached us
 
     async def on_startup(app: Litestar) -> None:

@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     change_log_max_entries: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 0
     # Seconds between two background prunings of the change log.
     change_log_prune_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
+    # Seconds between two background prunings of the sign-in sessions no token can use any more.
+    session_prune_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 3600
     docs_cdn: bool = False
     log_level: str = "INFO"
     # JSON lines, or plain text (console); auto: plain text when standard error is a terminal.

@@ -32,6 +32,7 @@ from app.db.faults import DatabaseFaults
 from app.db.transactions import Change, ChangeSubscriber, WriteGate
 from app.domain.auth.models import SESSION_ENTITY
 from app.domain.auth.principals import PrincipalCache, Principals, SessionCache
+from app.domain.auth.pruning import SessionPruning
 from app.domain.changes.feed import ChangeFeed
 from app.domain.changes.models import LOGGED_ENTITIES
 from app.domain.changes.recorder import record_changes
@@ -120,6 +121,13 @@ class Wiring:
             every_seconds=settings.change_log_prune_seconds,
             faults=self.database_faults,
         )
+        self.session_pruning = SessionPruning(
+            self.alchemy.get_session,
+            self.write_gate,
+            access_ttl=ttl,
+            every_seconds=settings.session_prune_seconds,
+            faults=self.database_faults,
+        )
         # The change seam: each concern subscribes once, for every write of every domain.
         self.write_gate.subscribe(
             before_commit=record_changes,
@@ -158,7 +166,8 @@ class Wiring:
         )
 
     async def start_serving(self) -> None:
-        """What only a serving process runs: the bus, the feed of live events, and pruning."""
+        """What only a serving process runs: the bus, the feed of live events, and pruning (of the change
+        log and of the sessions)."""
         if self.bus is not None:
             await self.bus.__aenter__()
             changes = await self.bus.subscribe([BUS_CHANGES])
@@ -168,8 +177,10 @@ class Wiring:
                 revocations.handle_inline(lambda frame: self.channels.publish(frame, [REVOCATIONS_CHANNEL]))
         await self.feed.start()
         self.retention.start()
+        self.session_pruning.start()
 
     async def stop_serving(self) -> None:
+        await self.session_pruning.stop()
         await self.retention.stop()
         await self.feed.stop()
         if self.bus is not None:

@@ -1,4 +1,5 @@
-"""The rules that keep the in-process caches exact (app/cache.py), checked on the class itself.
+"""The rules that keep the in-process caches exact (app/cache.py), checked on the class itself, and what
+the caches save: a warm read of the real app runs no SQL.
 
 The API tests show reads following writes; the race below (a row read before a commit, stored after the
 invalidation) is too narrow to provoke reliably through HTTP, so it is driven step by step here.
@@ -7,13 +8,28 @@ invalidation) is too narrow to provoke reliably through HTTP, so it is driven st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar.testing import AsyncTestClient
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from app import create_app
 from app.cache import InvalidatedCache
 from app.db.transactions import Change, WriteGate
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    bearer,
+    create_vm,
+    dispose_engines,
+    expect,
+    login,
+    make_settings,
+    sign_in_admin,
+)
 
 
 def test_a_value_read_before_an_invalidation_is_not_stored_after_it() -> None:
@@ -90,3 +106,35 @@ async def test_a_commit_that_raises_after_committing_still_invalidates(tmp_path:
         assert published == []  # events are only for commits known to have happened
     finally:
         await engine.dispose()
+
+
+async def test_a_warm_cached_read_runs_no_sql_statement(tmp_path: Path) -> None:
+    """The issue's "no database round trip on the cached read path": with the account, the session and
+    the VM cached (one process, SQLite, no Redis), ``GET /vms/{id}`` runs no statement at all. A cold read
+    of the same VM with a new session's token is counted too, so the counter is shown to count."""
+    app = create_app(make_settings(tmp_path))
+    config = app.plugins.get(SQLAlchemyPlugin).config
+    (alchemy,) = config if isinstance(config, list | tuple) else [config]
+    engine = alchemy.get_engine()
+    statements: list[str] = []
+
+    def count(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    try:
+        async with AsyncTestClient(app=app) as client:
+            admin = await sign_in_admin(client)
+            vm = await create_vm(client, admin)
+            fresh = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)  # a session not checked yet
+            event.listen(engine.sync_engine, "before_cursor_execute", count)
+            try:
+                expect(await client.get(f"/vms/{vm['id']}", headers=bearer(fresh)), 200)
+                assert statements, "the cold read ran no statement: the counter counts nothing"
+                statements.clear()
+                for _ in range(3):
+                    assert expect(await client.get(f"/vms/{vm['id']}", headers=bearer(fresh)), 200) == vm
+                assert statements == [], statements
+            finally:
+                event.remove(engine.sync_engine, "before_cursor_execute", count)
+    finally:
+        await dispose_engines(app)

@@ -13,7 +13,11 @@ from tests.helpers import assert_error, expect, make_settings
 # Every status a route can answer, as the contract lists them (400 for any route with input).
 DECLARED: dict[tuple[str, str], set[str]] = {
     ("/login", "post"): {"200", "400", "401", "429", "503"},
+    ("/login/refresh", "post"): {"200", "400", "401", "503"},
     ("/logout", "post"): {"204", "401", "503"},
+    ("/users/me/sessions", "get"): {"200", "400", "401", "503"},
+    ("/users/me/sessions/{session_id}", "delete"): {"204", "400", "401", "404", "503"},
+    ("/users/{user_id}/sessions", "delete"): {"204", "400", "401", "403", "404", "503"},
     ("/users/me", "get"): {"200", "401", "503"},
     ("/users", "get"): {"200", "400", "401", "403", "503"},
     ("/users", "post"): {"201", "400", "401", "403", "409", "503"},
@@ -29,7 +33,7 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("/vms/{vm_id}", "delete"): {"204", "400", "401", "403", "404", "503"},
     ("/health", "get"): {"200", "503"},
 }
-PUBLIC = {("/login", "post"), ("/health", "get")}
+PUBLIC = {("/login", "post"), ("/login/refresh", "post"), ("/health", "get")}
 
 
 async def schema(client: Any) -> dict[str, Any]:

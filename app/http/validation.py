@@ -21,7 +21,7 @@ This module knows no domain.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import UnionType
@@ -281,9 +281,14 @@ def strict_json_body(
         if not isinstance(body, dict):
             return
         if problems := check_object(struct_type, body):
-            raise ValidationException(
-                "Invalid request: " + "; ".join(f"{problem.key}: {problem.message}" for problem in problems),
-                extra=[problem.as_extra() for problem in problems],
-            )
+            raise invalid_request(problems)
 
     return check
+
+
+def invalid_request(problems: Sequence[Problem]) -> ValidationException:
+    """The 400 for these problems of a body: every one named in ``detail``, and one by one in ``extra``."""
+    return ValidationException(
+        "Invalid request: " + "; ".join(f"{problem.key}: {problem.message}" for problem in problems),
+        extra=[problem.as_extra() for problem in problems],
+    )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request
+from advanced_alchemy.filters import LimitOffset
+from litestar import Controller, Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -19,18 +19,26 @@ from litestar.exceptions import (
     TooManyRequestsException,
     ValidationException,
 )
-from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.params import JSONBody
 from litestar.security.jwt import Token
+from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.transactions import WriteGate
 from app.domain.auth.guards import requires_admin, requires_user
+from app.domain.auth.operations import LoginOperation, RefreshOperation
+from app.domain.auth.refresh_transport import (
+    CLEARED_COOKIE,
+    SET_COOKIE_DOCUMENTED,
+    CookieToken,
+    RefreshInCookie,
+    cleared_cookie_header,
+    presented_refresh_token,
+    refresh_token_cookie,
+)
 from app.domain.auth.schemas import (
     LoginRequest,
     OAuth2PasswordForm,
-    RefreshRequest,
     SessionRead,
     TokenResponse,
     to_session_read,
@@ -39,8 +47,8 @@ from app.domain.auth.services import AuthSessionService, Opened, RefreshRefused
 from app.domain.users.models import User
 from app.domain.users.services import UserService
 from app.http.openapi import responses_for
-from app.http.pagination import ResourceId
-from app.http.routes import delete, get, post
+from app.http.pagination import ResourceId, list_route, page_response
+from app.http.routes import delete, post
 from app.security import events
 from app.security.client_address import ClientAddress
 from app.security.jwt import TokenService, session_id_of
@@ -52,39 +60,6 @@ INVALID_CREDENTIALS = "Incorrect email or password"
 ACCOUNT_THROTTLED = "Too many failed logins for this account; try again later"
 ACCOUNT_WINDOW_SECONDS = 15 * 60
 FORM_TYPES = (RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value)
-
-
-# @dataclass is needed: Operation's generated __init__ calls no __post_init__ (it has none), so without
-# it the request body below was never set and POST /login had no body at all in the OpenAPI schema.
-@dataclass
-class LoginOperation(Operation):
-    """Documents the two body encodings ``/login`` accepts (Litestar infers only one from a signature)."""
-
-    def __post_init__(self) -> None:
-        json_schema = Schema(
-            type="object",  # type: ignore[arg-type]
-            required=["email", "password"],
-            properties={"email": Schema(type="string", max_length=254), "password": Schema(type="string")},  # type: ignore[arg-type]
-        )
-        form_schema = Schema(
-            type="object",  # type: ignore[arg-type]
-            required=["username", "password"],
-            properties={
-                "username": Schema(type="string", max_length=254, description="The email."),  # type: ignore[arg-type]
-                "password": Schema(type="string"),  # type: ignore[arg-type]
-                "grant_type": Schema(type="string", const="password"),  # type: ignore[arg-type]
-            },
-        )
-        example = {"email": "admin@example.com", "password": "correct horse battery"}
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=json_schema, examples={"login": Example(value=example)}
-                ),
-                RequestEncodingType.URL_ENCODED.value: OpenAPIMediaType(schema=form_schema),
-            },
-        )
 
 
 async def _read_credentials(request: Request[Any, Any, Any]) -> tuple[str, str]:
@@ -130,15 +105,20 @@ def _sessions(db_session: AsyncSession, state: State) -> AuthSessionService:
     )
 
 
-def _token_pair(tokens: TokenService, state: State, opened: Opened) -> TokenResponse:
-    user = opened.user
-    return TokenResponse(
+def _token_pair(state: State, opened: Opened, *, in_cookie: bool) -> Response[TokenResponse]:
+    """The new access token, and the refresh token in the body or (``in_cookie``) in the cookie only."""
+    user, tokens = opened.user, collaborator(state, TokenService)
+    refresh_expires_in = collaborator(state, Settings).refresh_ttl_days * 86_400
+    pair = TokenResponse(
         access_token=tokens.issue(user.id, user.token_version, opened.session.id),
         token_type="bearer",  # noqa: S106  (the OAuth2 token type, not a secret)
         expires_in=int(tokens.ttl.total_seconds()),
-        refresh_token=opened.refresh_token,
-        refresh_expires_in=collaborator(state, Settings).refresh_ttl_days * 86_400,
+        refresh_token=UNSET if in_cookie else opened.refresh_token,
+        refresh_expires_in=refresh_expires_in,
     )
+    if not in_cookie:
+        return Response(pair)
+    return Response(pair, cookies=[refresh_token_cookie(opened.refresh_token, refresh_expires_in)])
 
 
 class AuthController(Controller):
@@ -151,6 +131,7 @@ class AuthController(Controller):
         summary="Sign in: get a bearer token",
         operation_class=LoginOperation,
         status_code=200,
+        response_cookies=[SET_COOKIE_DOCUMENTED],
         responses=responses_for(400, 401, 429),
     )
     async def login(
@@ -158,7 +139,8 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
-    ) -> TokenResponse:
+        refresh_cookie: RefreshInCookie = False,
+    ) -> Response[TokenResponse]:
         email, password = await _read_credentials(request)
         tokens, failures = collaborator(state, TokenService), collaborator(state, FailureCounters)
         account = _account_key(tokens, email)
@@ -177,33 +159,40 @@ class AuthController(Controller):
             client_ip=collaborator(state, ClientAddress)(request),
             user_agent=request.headers.get("user-agent"),
         )
-        return _token_pair(tokens, state, opened)
+        return _token_pair(state, opened, in_cookie=refresh_cookie)
 
     @post(
         "/login/refresh",
         exclude_from_auth=True,
         security=[{}],
         summary="Spend a refresh token for a new pair of tokens",
-        description="The refresh token given is spent: the answer carries the next one. Presenting a spent "
-        "refresh token again ends its whole session (someone else may hold a copy) and answers 401. Send one "
-        "refresh at a time per session: of two sent at once with the same token, one gets the pair and the "
-        "other ends the session.",
+        description="The refresh token given (in the body, or else in the refresh cookie) is spent: the "
+        "answer carries the next one, the way it came, or in the cookie with refresh_cookie=true. "
+        "Presenting a spent refresh token again ends its whole session (someone else may hold a copy) and "
+        "answers 401. Send one refresh at a time per session: of two sent at once with the same token, one "
+        "gets the pair and the other ends the session.",
+        operation_class=RefreshOperation,
         status_code=200,
+        response_cookies=[SET_COOKIE_DOCUMENTED],
         responses=responses_for(400, 401),
     )
     async def refresh(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[RefreshRequest],
         db_session: NamedDependency[AsyncSession],
         state: State,
-    ) -> TokenResponse:
+        refresh_cookie: RefreshInCookie = False,
+        cookie_token: CookieToken = None,
+    ) -> Response[TokenResponse]:
+        token, from_cookie = await presented_refresh_token(request, cookie_token)
         try:
-            opened = await _sessions(db_session, state).refresh(data.refresh_token)
+            opened = await _sessions(db_session, state).refresh(token)
         except RefreshRefused as refused:
             events.token_refused(request, reason=f"refresh_{refused.code}")
-            raise NotAuthorizedException(refused.detail) from None
-        return _token_pair(collaborator(state, TokenService), state, opened)
+            # A cookie that holds a refused token is dropped, so the browser stops presenting it.
+            headers = cleared_cookie_header() if from_cookie else None
+            raise NotAuthorizedException(refused.detail, headers=headers) from None
+        return _token_pair(state, opened, in_cookie=refresh_cookie or from_cookie)
 
     @post(
         "/logout",
@@ -211,7 +200,8 @@ class AuthController(Controller):
         status_code=204,
         summary="End the session of the token used for this request",
         description="Every token of this session is refused from now on, by every worker and after restarts; "
-        "its WebSockets are closed.",
+        "its WebSockets are closed. The refresh cookie, if the browser holds one, is cleared.",
+        response_cookies=[CLEARED_COOKIE],
         responses=responses_for(401),
     )
     async def logout(
@@ -231,20 +221,25 @@ class SessionController(Controller):
 
     tags = ["sessions"]  # noqa: RUF012
 
-    @get(
-        "/users/me/sessions",
+    @list_route(
+        path="/users/me/sessions",
         guards=[requires_user],
         summary="Your open sessions",
-        description="Every sign-in of yours that has not ended, oldest first; `current` marks the one whose "
-        "token asked. No token or secret is shown.",
-        responses=responses_for(401),
+        responses=responses_for(400, 401),
     )
     async def my_sessions(
-        self, request: Request[User, Token, Any], db_session: NamedDependency[AsyncSession], state: State
-    ) -> list[SessionRead]:
+        self,
+        request: Request[User, Token, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        page: NamedDependency[LimitOffset],
+    ) -> Response[list[SessionRead]]:
+        """Every sign-in of yours that has not ended, oldest first, a page at a time (`limit`, `offset`;
+        the number in all in `X-Total-Count`); `current` marks the one whose token asked. No token or
+        secret is shown."""
         current = session_id_of(request.auth)
-        found = await _sessions(db_session, state).open_sessions(request.user.id)
-        return [to_session_read(session, current) for session in found]
+        found, total = await _sessions(db_session, state).open_sessions_page(request.user.id, page)
+        return page_response([to_session_read(session, current) for session in found], total)
 
     @delete(
         "/users/me/sessions/{session_id:int}",

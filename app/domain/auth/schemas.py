@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.domain.auth.models import AuthSession
 from app.http.validation import NO_NUL
@@ -29,20 +29,30 @@ class TokenResponse(Struct, kw_only=True):
     access_token: str
     token_type: Literal["bearer"]
     expires_in: Annotated[int, Meta(description="Seconds until the access token expires.")]
-    refresh_token: Annotated[
-        str,
-        Meta(
-            description="Spend it at POST /login/refresh for a new pair before the access token expires. "
-            "It works once: presenting it again ends the session."
-        ),
-    ]
+    refresh_token: (
+        Annotated[
+            str,
+            Meta(
+                description="Spend it at POST /login/refresh for a new pair before the access token expires. "
+                "It works once: presenting it again ends the session. Absent when it was set in the refresh "
+                "cookie instead (refresh_cookie=true)."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
     refresh_expires_in: Annotated[int, Meta(description="Seconds until the refresh token expires.")]
+
+
+REFRESH_TOKEN_MAX_LENGTH = 1024
+"""Longest ``refresh_token`` a body may carry (a 400 beyond); tokens this service issues have 43."""
 
 
 class RefreshRequest(Struct, kw_only=True):
     """Other keys are ignored, as on ``/login``."""
 
-    refresh_token: Annotated[str, Meta(min_length=1, max_length=1024, examples=["kP9x...the refresh_token"])]
+    refresh_token: Annotated[
+        str, Meta(min_length=1, max_length=REFRESH_TOKEN_MAX_LENGTH, examples=["kP9x...the refresh_token"])
+    ]
 
 
 class SessionRead(Struct, kw_only=True):

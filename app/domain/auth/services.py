@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
 from app.db.transactions import Change, Transaction, WriteGate
@@ -78,6 +79,13 @@ async def end_sessions(
         # "updated": the session's ended_at was set; subscribers close its tokens' sockets.
         transaction.record(Change(SESSION_ENTITY, "updated", session_id, actor_id=actor_id))
     return ended
+
+
+def still_open() -> tuple[ColumnElement[bool], ...]:
+    """The sessions that have neither ended nor let their refresh token expire (which ends a session)."""
+    now = datetime.now(UTC)
+    refresh_live = or_(AuthSession.refresh_expires_at.is_(None), AuthSession.refresh_expires_at > now)
+    return AuthSession.ended_at.is_(None), refresh_live
 
 
 class AuthSessionRepository(SQLAlchemyAsyncRepository[AuthSession]):
@@ -187,11 +195,20 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
     async def open_sessions(self, user_id: int) -> list[AuthSession]:
         """The user's sessions that have not ended, oldest first."""
         found = await self.repository.session.scalars(
-            select(AuthSession)
-            .where(AuthSession.user_id == user_id, AuthSession.ended_at.is_(None))
-            .order_by(AuthSession.id)
+            select(AuthSession).where(AuthSession.user_id == user_id, *still_open()).order_by(AuthSession.id)
         )
         return list(found)
+
+    async def open_sessions_page(self, user_id: int, page: LimitOffset) -> tuple[list[AuthSession], int]:
+        """One page of the user's open sessions, oldest first, and how many there are in all (counted in
+        a query of its own: a window count says 0 for a page past the end)."""
+        return await self.repository.get_many_and_count(
+            AuthSession.user_id == user_id,
+            *still_open(),
+            page,
+            OrderBy("id", "asc"),
+            count_with_window_function=False,
+        )
 
     async def end_all(self, user_id: int, actor: User | None) -> list[int]:
         """End every open session of the user (``actor`` None: the operator); the ids of those ended."""

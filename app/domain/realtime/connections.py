@@ -1,11 +1,19 @@
 """Open sockets by user, so a deleted user, a changed password or role, or a logout closes them at once.
 
-The registry reads the ``users`` channel (which, on Redis, carries the events of every worker) and an
-internal ``revocations`` channel fed by ``/logout`` (ended sessions) *inline*: the channels plugin calls it
+The registry reads the ``users`` channel (which carries every committed user change, from any process) and
+an internal ``revocations`` channel fed by ended sessions *inline*: the channels plugin calls it
 synchronously while it distributes an event, before any socket's sending task can run. So a socket
 whose user was just deleted or demoted is marked revoked before it could be sent that event or any later
 one, and a socket whose user changed in a way only the database knows (the token version, bumped by a
-password change) holds its next event until the database has been checked.
+role change; the sessions a password change ended) holds its next event until the database has been
+checked.
+
+Sessions are not in the change log, and the revocations of other processes come only over Redis: the
+command line has no bus to publish on without Redis, and none reaches this process while Redis is away.
+So every ``SESSION_CHECK_SECONDS`` the registry also asks the database, in one query for all its open
+sockets, which of their sessions have ended (or are gone), and closes those sockets: an ended session's
+sockets close within that bound whatever process ended it. The check costs nothing on the HTTP path, and
+nothing at all while no socket is open.
 """
 
 from __future__ import annotations
@@ -23,16 +31,24 @@ from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.security.jwt import Token
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from app.channels.events import REVOCATIONS_CHANNEL, USERS_CHANNEL
 from app.channels.subscribers import CutOffSubscriber
 from app.db.engine import SessionFactory
+from app.db.faults import DatabaseFaults
 from app.domain.auth.models import AuthSession
 from app.domain.users.models import ROLE_ADMIN, User
 from app.security.jwt import session_id_of
 
 log = structlog.get_logger("vms.realtime")
+
+SESSION_CHECK_SECONDS = 1.0
+"""How often the open sockets' sessions are checked in the database (see the module doc): one indexed
+primary-key query per second per serving process with sockets open, against a close within about a second
+of a session ended where no message reaches this process."""
+SESSIONS_PER_QUERY = 5000
+"""Session ids per ``IN (...)`` list: below SQLite's and asyncpg's limits on bound parameters."""
 
 
 @dataclass(eq=False)
@@ -78,12 +94,22 @@ _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 
 
 class ConnectionRegistry:
-    def __init__(self, channels: ChannelsPlugin, session_factory: SessionFactory) -> None:
+    def __init__(
+        self,
+        channels: ChannelsPlugin,
+        session_factory: SessionFactory,
+        *,
+        faults: DatabaseFaults | None = None,
+    ) -> None:
+        """``faults``: the process's database faults, where a check that meets one records it (one log
+        line per outage, not a traceback per check)."""
         self._channels = channels
         self._session_factory = session_factory
+        self._faults = faults
         self._by_user: dict[int, set[Registration]] = defaultdict(set)
         self._subscriber: Subscriber | None = None
         self._rechecks: set[asyncio.Task[None]] = set()
+        self._checker: asyncio.Task[None] | None = None
 
     def add(
         self, socket: WebSocket[Any, Token, Any], *, admin_only: bool, on_revoke: Callable[[], None]
@@ -115,11 +141,17 @@ class ConnectionRegistry:
             raise TypeError("the channels plugin must use CutOffSubscriber (see app.wiring)")
         subscriber.handle_inline(self._on_event)
         self._subscriber = subscriber
+        self._checker = asyncio.get_running_loop().create_task(self._check_sessions_periodically())
 
     async def stop(self) -> None:
         if self._subscriber is not None:
             await self._channels.unsubscribe(self._subscriber)
             self._subscriber = None
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+            self._checker = None
         for task in list(self._rechecks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -128,31 +160,49 @@ class ConnectionRegistry:
     def recheck_sessions(self) -> None:
         """Close the sockets of sessions that ended meanwhile, as the database says (in a task).
 
-        Called when the bus between processes is back after a Redis outage: a logout through another
-        process reaches this one only through the bus (sessions are not in the change log), so its
-        revocation may have been lost while Redis was away."""
+        Called when the bus between processes is back after a Redis outage, so the revocations it may have
+        lost are acted on at once rather than at the next periodic check."""
         task = asyncio.get_running_loop().create_task(self._close_ended_sessions())
         self._rechecks.add(task)
         task.add_done_callback(self._rechecks.discard)
 
+    async def _check_sessions_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SESSION_CHECK_SECONDS)
+            await self._close_ended_sessions()
+
     async def _close_ended_sessions(self) -> None:
-        open_ids = {
-            registration.session_id
-            for sockets in self._by_user.values()
-            for registration in sockets
-            if registration.session_id is not None
-        }
+        """Revoke every open socket whose session has ended or no longer exists (pruned, or its user
+        deleted): one query per ``SESSIONS_PER_QUERY`` open sessions."""
+        open_ids = sorted(
+            {
+                registration.session_id
+                for sockets in self._by_user.values()
+                for registration in sockets
+                if registration.session_id is not None
+            }
+        )
         if not open_ids:
             return
-        query = select(AuthSession.id).where(AuthSession.id.in_(open_ids), AuthSession.ended_at.is_not(None))
+        live: set[int] = set()
         try:
             async with self._session_factory() as session:
-                ended = (await session.scalars(query)).all()
-        except Exception as exc:  # the database is away too: its own fault is reported on its own
-            log.warning("could not check the sessions of open sockets", error=type(exc).__name__)
+                for start in range(0, len(open_ids), SESSIONS_PER_QUERY):
+                    chunk = open_ids[start : start + SESSIONS_PER_QUERY]
+                    still_open = AuthSession.id.in_(chunk), AuthSession.ended_at.is_(None)
+                    live.update(await session.scalars(select(AuthSession.id).where(*still_open)))
+        except Exception as exc:  # the database is away: its outage is logged once, and checked again later
+            self._database_fault(exc, "could not check the sessions of open sockets")
             return
-        for session_id in ended:
-            self._end_session(session_id)
+        if ended := set(open_ids) - live:
+            for sockets in self._by_user.values():
+                for registration in sockets:
+                    if registration.session_id in ended:
+                        registration.revoke()
+
+    def _database_fault(self, exc: BaseException, message: str) -> None:
+        if self._faults is None or self._faults.met(exc) is None:
+            log.warning(message, exc_info=exc)
 
     def _on_event(self, payload: bytes) -> None:
         # Runs inside the channels plugin's distribution loop: it must neither block nor raise.
@@ -193,17 +243,32 @@ class ConnectionRegistry:
                 registration.recheck = task
 
     async def _recheck(self, user_id: int) -> None:
+        """Revoke the user's sockets whose token version is no longer the user's, whose channel needs a
+        role the user lost, or whose session has ended (a password change ends sessions without a new
+        token version): one query for the user and those sessions."""
+        sessions = {r.session_id for r in self._by_user.get(user_id, ()) if r.session_id is not None}
+        live_session = and_(
+            AuthSession.user_id == User.id, AuthSession.id.in_(sessions), AuthSession.ended_at.is_(None)
+        )
+        query = (
+            select(User.token_version, User.rol, AuthSession.id)
+            .outerjoin(AuthSession, live_session)
+            .where(User.id == user_id)
+        )
         try:
             async with self._session_factory() as session:
-                user = await session.get(User, user_id, populate_existing=True)
-        except Exception:
+                rows = (await session.execute(query)).all()
+        except Exception as exc:
             # Fail closed: the client can reconnect, and is then authenticated afresh.
-            log.exception("realtime access re-check failed; closing the user's sockets", user_id=user_id)
-            user = None
+            self._database_fault(exc, "realtime access re-check failed; closing the user's sockets")
+            rows = []
+        live = {row.id for row in rows if row.id is not None}
         for registration in list(self._by_user.get(user_id, ())):
             if (
-                user is None
-                or user.token_version != registration.token_version
-                or (registration.admin_only and not user.is_admin)
+                not rows  # the user is gone (or the database could not say)
+                or rows[0].token_version != registration.token_version
+                or (registration.admin_only and rows[0].rol != ROLE_ADMIN)
+                # Only the sessions asked about: a socket opened meanwhile was checked when it opened.
+                or (registration.session_id in sessions and registration.session_id not in live)
             ):
                 registration.revoke()

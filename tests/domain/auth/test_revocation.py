@@ -20,6 +20,7 @@ from app.config import Settings
 from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    PrivateRedis,
     assert_error,
     bearer,
     dispose_engines,
@@ -73,12 +74,38 @@ async def test_a_logout_through_one_process_is_refused_by_another_at_once(
         await dispose_engines(b)
 
 
-async def test_a_logout_does_not_depend_on_redis(tmp_path: Path, database_url: str) -> None:
-    """Nothing about revocation is in Redis: a deployment whose Redis holds nothing still refuses."""
-    settings = make_settings(tmp_path, database=database_url)
-    app = create_app(settings)
-    assert "revoked_tokens" not in app.stores._stores  # revocations are durable state, not a cache entry
-    await dispose_engines(app)
+@pytest.mark.redis
+async def test_a_logout_does_not_depend_on_redis(
+    tmp_path: Path, database_url: str, private_redis: PrivateRedis
+) -> None:
+    """A logs out through its Redis, which then dies; B, started on the same database while Redis is
+    unreachable, refuses the token, and so does C, with no Redis at all: the revocation is in the database.
+    (Its predecessor looked for a key in a private dict of the app's stores, and could not fail.)"""
+    settings = make_settings(tmp_path, database=database_url, redis_url=private_redis.url)
+    a = create_app(settings)
+    try:
+        async with AsyncTestClient(app=a) as client:
+            token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+            kept = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+            expect(await client.post("/logout", headers=bearer(token)), 204)
+            private_redis.kill()
+            b = create_app(settings)
+            try:
+                async with AsyncTestClient(app=b) as other:
+                    assert "revoked" in assert_error(await get_me(other, token), 401)["detail"].lower()
+                    expect(await get_me(other, kept), 200)
+                    private_redis.restart()  # empty: what Redis held is gone; B and A stop promptly
+            finally:
+                await dispose_engines(b)
+    finally:
+        await dispose_engines(a)
+    c = create_app(make_settings(tmp_path, database=database_url))
+    try:
+        async with AsyncTestClient(app=c) as client:
+            assert "revoked" in assert_error(await get_me(client, token), 401)["detail"].lower()
+            expect(await get_me(client, kept), 200)
+    finally:
+        await dispose_engines(c)
 
 
 # ---------------------------------------------------------------- 401 reasons
