@@ -49,10 +49,10 @@ async def test_a_password_reset_on_the_command_line_closes_the_users_sockets(tmp
             connect(url, additional_headers=bearer(token), open_timeout=10, close_timeout=2) as doomed,
             connect(url, additional_headers=admin, open_timeout=10, close_timeout=2) as bystander,
         ):
-            code, output = await run_cli(
+            reset = await run_cli(
                 env, "users", "reset-password", "cy@example.com", "--password-stdin", input="cy-password-2\n"
             )
-            assert code == 0, output
+            assert reset.code == 0, reset.output
             await wait_closed_with(doomed, [1008], seconds=CLOSE_SECONDS)
             response = await http.get(f"{server.url}/users/me", headers=bearer(token))
             assert response.status_code == 401, response.text
