@@ -32,6 +32,7 @@ from app.domain.auth.refresh_transport import (
     SET_COOKIE_DOCUMENTED,
     CookieToken,
     RefreshInCookie,
+    check_cookie_request,
     cleared_cookie_header,
     presented_refresh_token,
     refresh_token_cookie,
@@ -141,6 +142,8 @@ class AuthController(Controller):
         state: State,
         refresh_cookie: RefreshInCookie = False,
     ) -> Response[TokenResponse]:
+        if refresh_cookie:
+            check_cookie_request(request)
         email, password = await _read_credentials(request)
         tokens, failures = collaborator(state, TokenService), collaborator(state, FailureCounters)
         account = _account_key(tokens, email)
@@ -185,6 +188,8 @@ class AuthController(Controller):
         cookie_token: CookieToken = None,
     ) -> Response[TokenResponse]:
         token, from_cookie = await presented_refresh_token(request, cookie_token)
+        if refresh_cookie and not from_cookie:
+            check_cookie_request(request)
         try:
             opened = await _sessions(db_session, state).refresh(token)
         except RefreshRefused as refused:

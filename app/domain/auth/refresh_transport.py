@@ -7,6 +7,15 @@ no other site's page sends it; ``Path=/login/refresh``: sent to that route only)
 body: never both. ``POST /login/refresh`` reads the body's ``refresh_token`` when there is one, else the
 cookie, and answers the way the token came (a cookie token is spent, so the next one goes back in the
 cookie). ``POST /logout`` clears the cookie; so does a refusal of the token it held.
+
+``SameSite=Strict`` stops other sites' pages from *sending* the cookie, not from making a browser *store*
+one: a hostile page could submit a form to ``/login?refresh_cookie=true`` with the attacker's credentials
+(or post the attacker's refresh token as ``text/plain`` to ``/login/refresh``), and the victim's app would
+then work in the attacker's account (login CSRF). So an answer sets the cookie only to a request whose
+body is JSON (``Content-Type: application/json``), which another site's page can send only through a CORS
+preflight that VMS refuses unless ``VMS_CORS_ORIGINS`` names it, or to a refresh that presented the
+cookie itself (the browser's own). The ``__Secure-`` prefix makes browsers refuse the cookie from a page
+that is not HTTPS.
 """
 
 from __future__ import annotations
@@ -22,8 +31,13 @@ from litestar.params import CookieParameter, Parameter
 from app.domain.auth.schemas import RefreshRequest
 from app.http.validation import Problem, check_object, invalid_request
 
-REFRESH_COOKIE = "vms_refresh_token"
+REFRESH_COOKIE = "__Secure-vms_refresh_token"
 REFRESH_PATH = "/login/refresh"
+JSON_FOR_COOKIE = Problem(
+    "refresh_cookie",
+    "is answered only to a JSON body (Content-Type: application/json): a form or text body from another "
+    "site's page could otherwise set a cookie of someone else's",
+)
 TOKEN_REQUIRED = Problem(
     "refresh_token", 'is required: send {"refresh_token": "..."} as JSON, or the refresh cookie'
 )
@@ -32,7 +46,8 @@ RefreshInCookie = Annotated[
     bool,
     Parameter(
         description="true: set the refresh token in an HttpOnly, Secure, SameSite=Strict cookie scoped to "
-        "/login/refresh, and leave it out of the body (for browser apps).",
+        "/login/refresh, and leave it out of the body (for browser apps). Only with a JSON body (or, on "
+        "/login/refresh, the cookie itself): a form or text body gets 400.",
     ),
 ]
 CookieToken = Annotated[
@@ -72,6 +87,17 @@ SET_COOKIE_DOCUMENTED = _cookie(
     description="With refresh_cookie=true, or a refresh that presented the cookie: the new refresh token "
     "(and no refresh_token in the body).",
 )
+
+
+def is_json(request: Request[Any, Any, Any]) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == "application/json"
+
+
+def check_cookie_request(request: Request[Any, Any, Any]) -> None:
+    """A request whose answer will set the cookie with a token its body brought: a JSON body only."""
+    if not is_json(request):
+        raise invalid_request([JSON_FOR_COOKIE])
 
 
 def cleared_cookie_header() -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import Account, assert_error, bearer, expect, get_me
 
-COOKIE = "vms_refresh_token"
+COOKIE = "__Secure-vms_refresh_token"
 MAX_AGE = str(30 * 86_400)
 
 
@@ -59,15 +59,41 @@ async def test_asked_for_it_a_login_sets_the_cookie_and_leaves_the_token_out_of_
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_expires_in"}
     assert token not in str(body)
     expect(await get_me(client, body["access_token"]), 200)
-    # The OAuth2 form (the docs page's Authorize button) may ask for it too.
-    form = {"username": cliente.email, "password": cliente.password}
-    response = await client.post("/login", params={"refresh_cookie": "true"}, data=form)
-    assert "refresh_token" not in expect(response, 200)
-    assert_attributes(set_cookie(response), MAX_AGE)
     # Not asked for: the body carries the token, and no cookie is set (never both).
     response = await client.post("/login", json={"email": cliente.email, "password": cliente.password})
     assert "refresh_token" in expect(response, 200)
     assert response.headers.get_list("set-cookie") == []
+
+
+async def test_only_a_json_body_gets_the_cookie_so_no_other_site_can_plant_one(
+    client: Any, cliente: Account
+) -> None:
+    """Login CSRF: SameSite keeps other sites from sending the cookie, not from having one stored. A form
+    (or a text body) is what another site's page can post without a CORS preflight, so a cookie answer to
+    one would let a hostile page sign the victim's browser into the attacker's account."""
+    form = {"username": cliente.email, "password": cliente.password}
+    response = await client.post("/login", params={"refresh_cookie": "true"}, data=form)
+    assert "application/json" in assert_error(response, 400)["detail"] + str(response.json())
+    assert response.headers.get_list("set-cookie") == []
+    sessions_before = expect(await client.get("/users/me/sessions", headers=bearer(cliente.token)), 200)
+
+    pair = expect(
+        await client.post("/login", json={"email": cliente.email, "password": cliente.password}), 200
+    )
+    planted = await client.post(
+        "/login/refresh",
+        params={"refresh_cookie": "true"},
+        content=f'{{"refresh_token": "{pair["refresh_token"]}"}}'.encode(),
+        headers={"content-type": "text/plain"},
+    )
+    assert_error(planted, 400)
+    assert planted.headers.get_list("set-cookie") == []
+    # Refused before anything happened: that token is still good, and no session was opened by the form.
+    expect(await client.post("/login/refresh", json={"refresh_token": pair["refresh_token"]}), 200)
+    sessions_after = expect(await client.get("/users/me/sessions", headers=bearer(cliente.token)), 200)
+    assert len(sessions_after) == len(sessions_before) + 1  # the JSON sign-in above, not the form's
+    # The form without the cookie is the docs page's Authorize button: it goes on working.
+    expect(await client.post("/login", data=form), 200)
 
 
 async def test_the_cookie_rotates_and_its_reuse_ends_the_session(client: Any, cliente: Account) -> None:
