@@ -39,6 +39,7 @@ from app.db.engine import SessionFactory
 from app.db.faults import DatabaseFaults
 from app.domain.auth.models import AuthSession
 from app.domain.users.models import ROLE_ADMIN, User
+from app.faults import Outage
 from app.security.jwt import session_id_of
 
 log = structlog.get_logger("vms.realtime")
@@ -110,6 +111,9 @@ class ConnectionRegistry:
         self._subscriber: Subscriber | None = None
         self._rechecks: set[asyncio.Task[None]] = set()
         self._checker: asyncio.Task[None] | None = None
+        # The check every second failing for a reason that is no database fault: one line when it starts
+        # (with its traceback) and one when it works again, not one a second.
+        self._check_failing = Outage("sockets' session check")
 
     def add(
         self, socket: WebSocket[Any, Token, Any], *, admin_only: bool, on_revoke: Callable[[], None]
@@ -192,8 +196,12 @@ class ConnectionRegistry:
                     still_open = AuthSession.id.in_(chunk), AuthSession.ended_at.is_(None)
                     live.update(await session.scalars(select(AuthSession.id).where(*still_open)))
         except Exception as exc:  # the database is away: its outage is logged once, and checked again later
-            self._database_fault(exc, "could not check the sessions of open sockets")
+            if self._faults is None or self._faults.met(exc) is None:
+                self._check_failing.failed(
+                    "could not check the sessions of open sockets", exc, traceback=True
+                )
             return
+        self._check_failing.recovered()
         if ended := set(open_ids) - live:
             for sockets in self._by_user.values():
                 for registration in sockets:

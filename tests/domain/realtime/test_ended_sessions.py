@@ -7,6 +7,8 @@ asks the database, for all its open sockets at once, which of their sessions hav
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,8 @@ from tests.helpers import (
     receive_event,
     run_cli,
     server_process,
+    server_with,
+    settings_of,
     wait_closed_with,
     ws_connect,
 )
@@ -111,3 +115,33 @@ async def test_a_role_change_closes_the_users_sockets_on_the_vm_channel(
         await wait_closed_with(doomed, [1008], seconds=CLOSE_SECONDS)
         vm = await create_vm(live_server.http, admin)
         assert (await receive_event(bystander))["vm"] == vm
+
+
+async def test_a_session_check_that_fails_for_no_database_fault_is_one_line_each_way(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The check every second, while the sessions table is unreadable to it (a column renamed by hand):
+    one line with its traceback when it starts failing, one when it works again; the socket stays open."""
+    async with server_with(tmp_path) as server:
+        admin = await admin_account(server)
+        database = settings_of(server).sqlite_path
+        async with ws_connect(server, "/ws/vms", admin.token) as socket:
+            await asyncio.sleep(0.3)
+            capfd.readouterr()
+            with sqlite3.connect(database) as connection:
+                connection.execute("ALTER TABLE auth_session RENAME COLUMN ended_at TO hidden_ended_at")
+            await asyncio.sleep(3.5)  # three or four checks meet it
+            failing = capfd.readouterr()
+            with sqlite3.connect(database) as connection:
+                connection.execute("ALTER TABLE auth_session RENAME COLUMN hidden_ended_at TO ended_at")
+            await asyncio.sleep(2.5)
+            healed = capfd.readouterr()
+            await create_vm(server.http, admin)
+            assert (await receive_event(socket))["event"] == "vm_created"  # still open, still served
+    during = [line for line in (failing.out + failing.err).splitlines() if "session check" in line]
+    assert len(during) == 1, during
+    assert '"state":"started"' in during[0], during
+    assert "Traceback" in during[0], during
+    after = [line for line in (healed.out + healed.err).splitlines() if "session check" in line]
+    assert len(after) == 1, after
+    assert '"state":"ended"' in after[0], after
