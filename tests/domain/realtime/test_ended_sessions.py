@@ -138,7 +138,7 @@ async def test_a_session_check_that_fails_for_no_database_fault_is_one_line_each
             healed = capfd.readouterr()
             await create_vm(server.http, admin)
             assert (await receive_event(socket))["event"] == "vm_created"  # still open, still served
-    during = [line for line in (failing.out + failing.err).splitlines() if "session check" in line]
+    during = [line for line in (failing.out + failing.err).splitlines() if "sessions of open sockets" in line]
     assert len(during) == 1, during
     assert '"state":"started"' in during[0], during
     assert "Traceback" in during[0], during
