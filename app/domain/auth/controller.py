@@ -243,7 +243,7 @@ class SessionController(Controller):
         the number in all in `X-Total-Count`); `current` marks the one whose token asked. No token or
         secret is shown."""
         current = session_id_of(request.auth)
-        found, total = await _sessions(db_session, state).open_sessions_page(request.user.id, page)
+        found, total = await _sessions(db_session, state).open_sessions_page(request.user.id, page, current)
         return page_response([to_session_read(session, current) for session in found], total)
 
     @delete(

@@ -81,10 +81,14 @@ async def end_sessions(
     return ended
 
 
-def still_open() -> tuple[ColumnElement[bool], ...]:
-    """The sessions that have neither ended nor let their refresh token expire (which ends a session)."""
+def still_open(current: int | None = None) -> tuple[ColumnElement[bool], ...]:
+    """The sessions that have neither ended nor let their refresh token expire (which ends a session), and
+    the ``current`` one whatever its refresh token: its access token still works, so it is still open to
+    the caller holding it."""
     now = datetime.now(UTC)
     refresh_live = or_(AuthSession.refresh_expires_at.is_(None), AuthSession.refresh_expires_at > now)
+    if current is not None:
+        refresh_live = or_(refresh_live, AuthSession.id == current)
     return AuthSession.ended_at.is_(None), refresh_live
 
 
@@ -199,12 +203,15 @@ class AuthSessionService(SQLAlchemyAsyncRepositoryService[AuthSession, AuthSessi
         )
         return list(found)
 
-    async def open_sessions_page(self, user_id: int, page: LimitOffset) -> tuple[list[AuthSession], int]:
-        """One page of the user's open sessions, oldest first, and how many there are in all (counted in
-        a query of its own: a window count says 0 for a page past the end)."""
+    async def open_sessions_page(
+        self, user_id: int, page: LimitOffset, current: int | None = None
+    ) -> tuple[list[AuthSession], int]:
+        """One page of the user's open sessions (``current``, the caller's, always among them), oldest
+        first, and how many there are in all (counted in a query of its own: a window count says 0 for a
+        page past the end)."""
         return await self.repository.get_many_and_count(
             AuthSession.user_id == user_id,
-            *still_open(),
+            *still_open(current),
             page,
             OrderBy("id", "asc"),
             count_with_window_function=False,

@@ -60,3 +60,9 @@ async def test_a_session_whose_refresh_token_expired_is_not_listed(
         await engine.dispose()
     listed = expect(await client.get("/users/me/sessions", headers=bearer(cliente.token)), 200)
     assert [session["id"] for session in listed] == [session_of(cliente.token)]
+    # To the caller whose token it is, it is still open (its access token works until it expires).
+    mine = expect(await client.get("/users/me/sessions", headers=bearer(expired)), 200)
+    assert [(session["id"], session["current"]) for session in mine] == [
+        (session_of(cliente.token), False),
+        (session_of(expired), True),
+    ]
