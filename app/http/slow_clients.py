@@ -112,9 +112,15 @@ def bounded_run(run: click.Command) -> click.Command:
 
     @functools.wraps(serve)
     def serve_bounded(*args: Any, **kwargs: Any) -> Any:
-        protocol = os.environ.setdefault(UVICORN_HTTP, BOUNDED_HTTP)
-        with _uvicorn_run_with(http=protocol):
-            return serve(*args, **kwargs)
+        chosen = os.environ.get(UVICORN_HTTP)
+        protocol = chosen or BOUNDED_HTTP
+        try:
+            os.environ[UVICORN_HTTP] = protocol  # for the uvicorn child process of -W N or --reload
+            with _uvicorn_run_with(http=protocol):
+                return serve(*args, **kwargs)
+        finally:  # the command's own: nothing started after it (a test's next command) inherits it
+            if chosen is None:
+                os.environ.pop(UVICORN_HTTP, None)
 
     serve_bounded.bounded = True  # type: ignore[attr-defined]
     command = copy.copy(run)
