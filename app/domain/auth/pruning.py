@@ -18,19 +18,15 @@ The statement scans ``auth_session`` (no index serves it): it runs every ``VMS_S
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
-import structlog
 from sqlalchemy import ColumnElement, delete, func, or_, select
 
 from app.db.engine import SessionFactory
 from app.db.faults import DatabaseFaults
+from app.db.pruning import BatchPruning
 from app.db.transactions import Change, WriteGate
 from app.domain.auth.models import SESSION_ENTITY, AuthSession
-
-log = structlog.get_logger("vms.sessions")
 
 BATCH = 500
 
@@ -42,7 +38,9 @@ def unusable_since(cutoff: datetime) -> ColumnElement[bool]:
     return or_(AuthSession.ended_at < cutoff, refresh_ends < cutoff)
 
 
-class SessionPruning:
+class SessionPruning(BatchPruning):
+    what = "sign-in sessions"
+
     def __init__(
         self,
         session_factory: SessionFactory,
@@ -54,34 +52,12 @@ class SessionPruning:
     ) -> None:
         """``access_ttl``: how long an access token lives. ``faults``: the process's database faults, where
         a run that meets one records it (one log line per outage, not a traceback per run)."""
+        super().__init__(every_seconds=every_seconds, faults=faults)
         self._session_factory = session_factory
         self._write_gate = write_gate
-        self._faults = faults
         self.access_ttl = access_ttl
-        self.every_seconds = every_seconds
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def prune(self) -> int:
-        """Delete every session no token of which can still be valid, a batch per transaction; how many."""
-        deleted = 0
-        while (batch := await self._prune_batch()) > 0:
-            deleted += batch
-            await asyncio.sleep(0)  # let waiting writes go first
-        if deleted:
-            log.info("pruned sign-in sessions", sessions=deleted)
-        return deleted
-
-    async def _prune_batch(self) -> int:
+    async def prune_batch(self) -> int:
         cutoff = datetime.now(UTC) - self.access_ttl
         batch = select(AuthSession.id).where(unusable_since(cutoff)).limit(BATCH).scalar_subquery()
         async with self._session_factory() as session, self._write_gate.transaction(session) as transaction:
@@ -93,12 +69,3 @@ class SessionPruning:
             for session_id in ids:
                 transaction.record(Change(SESSION_ENTITY, "deleted", session_id))
         return len(ids)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.prune()
-            except Exception as exc:
-                if self._faults is None or self._faults.met(exc) is None:
-                    log.warning("could not prune sign-in sessions; retrying later", exc_info=True)
-            await asyncio.sleep(self.every_seconds)

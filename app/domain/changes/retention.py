@@ -7,25 +7,22 @@ from below it is told to reload (close code 4410) instead of silently missing ch
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
-import structlog
 from sqlalchemy import delete, func, select, update
 
 from app.db.engine import SessionFactory
 from app.db.faults import DatabaseFaults
+from app.db.pruning import BatchPruning
 from app.db.transactions import WriteGate
 from app.domain.changes.models import ChangeEntry, ChangeLogHead
-from app.faults import Outage
-
-log = structlog.get_logger("vms.changes")
 
 BATCH = 500
 
 
-class Retention:
+class Retention(BatchPruning):
+    what = "the change log"
+
     def __init__(
         self,
         session_factory: SessionFactory,
@@ -38,38 +35,13 @@ class Retention:
     ) -> None:
         """``faults``: the process's database faults, where a prune that meets one records it (one log line
         per outage, not a traceback per attempt)."""
-        self._faults = faults
+        super().__init__(every_seconds=every_seconds, faults=faults)
         self._session_factory = session_factory
         self._write_gate = write_gate
         self.days = days
         self.max_entries = max_entries
-        self.every_seconds = every_seconds
-        self._task: asyncio.Task[None] | None = None
-        # A failure that is no database fault: one line (with its traceback) when pruning starts failing,
-        # one when it prunes again, not a traceback every ``every_seconds``.
-        self._failing = Outage("change-log pruning")
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def prune(self) -> int:
-        """Delete every entry past retention, a batch per transaction; the number deleted."""
-        deleted = 0
-        while (batch := await self._prune_batch()) > 0:
-            deleted += batch
-            await asyncio.sleep(0)  # let waiting writes go first
-        if deleted:
-            log.info("pruned the change log", entries=deleted)
-        return deleted
-
-    async def _prune_batch(self) -> int:
+    async def prune_batch(self) -> int:
         cutoff = datetime.now(UTC) - timedelta(days=self.days)
         async with self._session_factory() as session, self._write_gate.transaction(session):
             last = (
@@ -89,14 +61,3 @@ class Retention:
                 .values(pruned_through=through)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.prune()
-            except Exception as exc:
-                if self._faults is None or self._faults.met(exc) is None:
-                    self._failing.failed("could not prune the change log; retrying", exc, traceback=True)
-            else:
-                self._failing.recovered()
-            await asyncio.sleep(self.every_seconds)
