@@ -1,20 +1,27 @@
 """Alembic environment (Advanced Alchemy's async template, adapted).
 
 - Uses its own NullPool engine so it can run from a worker thread at start-up as well as from the CLI.
-- On PostgreSQL, takes an advisory lock for the migration transaction: several workers starting at once
-  migrate one after the other instead of racing (DDL is transactional there, so the others then find the
-  schema at head).
+- Several workers starting at once migrate one after the other instead of racing: on PostgreSQL the
+  migration transaction takes an advisory lock (DDL is transactional there, so the others then find the
+  schema at head); on SQLite, where Alembic commits each revision on its own (its DDL is not transactional
+  to Alembic), the whole run holds an exclusive lock on a file beside the database
+  (``<database>-migrations.lock``): a second worker creating a table the first had just created failed to
+  start. Workers sharing a SQLite file share a host, so a file lock reaches them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from advanced_alchemy.base import metadata_registry
 from alembic import context
 from alembic.autogenerate import rewriter
-from sqlalchemy import pool, text
+from sqlalchemy import make_url, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.domain.auth.models
@@ -67,7 +74,25 @@ async def run_migrations_online() -> None:
         await engine.dispose()
 
 
+@contextmanager
+def one_run_at_a_time(url: str) -> Iterator[None]:
+    """On a SQLite file, hold an exclusive lock on ``<database>-migrations.lock`` (a file of its own: a lock
+    on the database file itself would meddle with SQLite's). Elsewhere, nothing (see the module doc)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with Path(f"{database}-migrations.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another process's run, which then left it at head
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 if context.is_offline_mode():
     run_migrations_offline()
 else:
-    asyncio.run(run_migrations_online())
+    with one_run_at_a_time(config.db_url):
+        asyncio.run(run_migrations_online())

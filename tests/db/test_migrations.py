@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar.testing import AsyncTestClient
 
 from app import create_app
-from app.db.engine import create_alchemy_config, create_engine
+from app.db.engine import MIGRATIONS_DIR, create_alchemy_config, create_engine
 from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -20,8 +21,11 @@ from tests.helpers import (
     expect,
     login,
     make_settings,
+    run_cli,
 )
+from tests.helpers.processes import sqlite_server_env
 
+HEAD = sorted(path.name[:4] for path in (MIGRATIONS_DIR / "versions").glob("0*.py"))[-1]
 VM_ROW = "INSERT INTO virtual_machine (name, cores, ram, disk, os, status, version, created_at, updated_at) "
 VM_VALUES = "VALUES (?, 1, 1, 1, 'Debian 12', 'running', 1, '2026-11-27 10:00:00', '2026-11-27 10:00:00')"
 
@@ -60,3 +64,20 @@ async def test_ids_of_vms_deleted_before_the_upgrade_are_not_confused(tmp_path: 
     finally:
         await dispose_engines(app)
         await engine.dispose()
+
+
+async def test_processes_migrating_one_fresh_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several workers started at once (``litestar run -W 2`` on a new database) each migrate at start.
+    Alembic commits each revision on its own on SQLite, so two of them interleaved: one created a table
+    or column the other had just created, and failed to start (seen in CI). Now one migrates at a time
+    and the others find the schema at head. Three rounds of four at once: the race showed in most."""
+    for round_ in range(3):
+        database = tmp_path / f"fresh-{round_}.sqlite3"
+        env = sqlite_server_env(database)
+        upgrades = await asyncio.gather(
+            *(run_cli(env, "database", "upgrade", "--no-prompt", close_stdin=True) for _ in range(4))
+        )
+        for upgrade in upgrades:
+            assert upgrade.code == 0, upgrade.output[-2000:]
+        with sqlite3.connect(database) as db:
+            assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
