@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -83,12 +83,17 @@ def one_run_at_a_time(url: str) -> Iterator[None]:
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with Path(f"{database}-migrations.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another process's run, which then left it at head
+    with ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock = held.enter_context(Path(f"{database}-migrations.lock").open("a"))
+        except OSError:
+            # A directory no one may write to (a database made read-only, say): no run can migrate there
+            # either, and a database at head needs no migration; VMS starts and answers writes with 503.
+            lock = None
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another process's run, which leaves it at head
+            held.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+        yield
 
 
 if context.is_offline_mode():
