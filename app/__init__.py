@@ -90,7 +90,6 @@ def _build_app(settings: Settings) -> Litestar:
     connections = ConnectionRegistry(
         wiring.channels, wiring.alchemy.get_session, faults=wiring.database_faults
     )
-    wiring.when_bus_back(connections.recheck_sessions)  # a logout elsewhere may not have reached us
 
     async def on_startup(app: Litestar) -> None:
         await anyio.to_thread.run_sync(run_migrations, wiring.alchemy)

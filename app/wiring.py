@@ -105,10 +105,9 @@ class Wiring:
             read_from_log=lambda entity, key: copies[entity](key),
             faults=self.database_faults,
         )
-        # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll,
-        # and whatever else registered with when_bus_back catches up on what the bus may have lost.
-        self._bus_back: list[Callable[[], None]] = [self.feed.wake]
-        self.bus, self.channels_ping = create_bus(settings, self.redis_outage, on_reconnect=self._on_bus_back)
+        # When the bus is back after a Redis outage, the feed reads the log at once rather than at its poll.
+        # (Sessions ended elsewhere meanwhile: the sockets' periodic session check, app/domain/realtime.)
+        self.bus, self.channels_ping = create_bus(settings, self.redis_outage, on_reconnect=self.feed.wake)
         self.write_gate = WriteGate(
             serialize_transactions=settings.is_sqlite, wait_seconds=settings.db_timeout_seconds
         )
@@ -136,14 +135,6 @@ class Wiring:
         )
         self.write_gate.subscribe(after_commit=lambda _: self.database_faults.wrote())
         self.write_gate.subscribe(after_commit=log_security_changes)
-
-    def when_bus_back(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (it must not block or raise) each time the bus is back after a Redis outage."""
-        self._bus_back.append(callback)
-
-    def _on_bus_back(self) -> None:
-        for callback in self._bus_back:
-            callback()
 
     def pool_in_use(self) -> float:
         """Connections checked out of the database pool (0 for a pool that keeps no count)."""

@@ -26,7 +26,7 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from app.context import request_id
 from app.http.metrics import FinishedRequests
 from app.http.request_id import id_for, with_id_header
-from app.http.scope import MAX_PATH, route_of, user_id_of
+from app.http.scope import route_of, user_id_of
 from app.logs import InfoLine
 
 log = InfoLine("vms.access")
@@ -75,7 +75,7 @@ async def _http(
                 "request",
                 {
                     "method": method,
-                    "path": template if template is not None else scope["path"][:MAX_PATH],
+                    "path": route_of(scope),
                     "status": status,
                     "duration_ms": round(seconds * 1000, 2),
                     "user_id": user_id_of(scope),

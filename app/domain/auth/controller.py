@@ -64,9 +64,8 @@ FORM_TYPES = (RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_P
 
 
 async def _read_credentials(request: Request[Any, Any, Any]) -> tuple[str, str]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        if content_type in FORM_TYPES:
+        if request.content_type[0] in FORM_TYPES:
             form = await request.form()
             data = msgspec.convert(dict(form.items()), OAuth2PasswordForm, strict=False)
             return data.username, data.password

@@ -89,14 +89,9 @@ SET_COOKIE_DOCUMENTED = _cookie(
 )
 
 
-def is_json(request: Request[Any, Any, Any]) -> bool:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return media_type == "application/json"
-
-
 def check_cookie_request(request: Request[Any, Any, Any]) -> None:
     """A request whose answer will set the cookie with a token its body brought: a JSON body only."""
-    if not is_json(request):
+    if request.content_type[0] != "application/json":
         raise invalid_request([JSON_FOR_COOKIE])
 
 

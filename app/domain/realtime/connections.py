@@ -161,15 +161,6 @@ class ConnectionRegistry:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._rechecks)
 
-    def recheck_sessions(self) -> None:
-        """Close the sockets of sessions that ended meanwhile, as the database says (in a task).
-
-        Called when the bus between processes is back after a Redis outage, so the revocations it may have
-        lost are acted on at once rather than at the next periodic check."""
-        task = asyncio.get_running_loop().create_task(self._close_ended_sessions())
-        self._rechecks.add(task)
-        task.add_done_callback(self._rechecks.discard)
-
     async def _check_sessions_periodically(self) -> None:
         while True:
             await asyncio.sleep(SESSION_CHECK_SECONDS)
